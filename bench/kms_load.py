@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""KMS load benchmark: requests/s and latency of Encrypt, Decrypt and GenerateDataKey over
+loopback with SigV4, against kura and against moto_server, side by side in one run.
+
+The load generator is wrk replaying one SigV4-signed request per connection (AWS accepts
+the same signed request again within its five-minute window), so signing cost is not
+charged to the client and the generator is not the bottleneck.
+
+Usage: python3 bench/kms_load.py [--duration 10] [--runs 3] [--connections 16] [--skip-moto]
+Needs: a release build (cargo build --release -p kura), wrk, boto3, moto[server]
+(scripts/deps.sh bench installs them).
+"""
+
+import argparse
+import base64
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "python"))
+from kura_harness import KuraServer, REGION, USERS  # noqa: E402
+
+KURA_RELEASE = REPO / "target" / "release" / "kura"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def signed_request(endpoint, key_id, secret, target, body):
+    credentials = botocore.credentials.Credentials(key_id, secret)
+    request = botocore.awsrequest.AWSRequest(method="POST", url=endpoint + "/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target})
+    botocore.auth.SigV4Auth(credentials, "kms", REGION).add_auth(request)
+    return request.prepare()
+
+
+def wrk_script(prepared, path):
+    def lua(s):
+        return json.dumps(s)
+    lines = ['wrk.method = "POST"', f"wrk.body = {lua(prepared.body.decode() if isinstance(prepared.body, bytes) else prepared.body)}"]
+    for name, value in prepared.headers.items():
+        lines.append(f"wrk.headers[{lua(name)}] = {lua(value if isinstance(value, str) else value.decode())}")
+    lines.append("""
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d non2xx=%d p50_us=%d p99_us=%d\\n",
+    summary.requests, summary.duration, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end
+""")
+    path.write_text("\n".join(lines))
+
+
+def run_wrk(endpoint, script, duration, connections, threads):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script), endpoint + "/"],
+                         capture_output=True, text=True, timeout=duration + 60)
+    match = re.search(r"RESULT requests=(\d+) duration_us=(\d+) errors=(\d+) non2xx=(\d+) p50_us=(\d+) p99_us=(\d+)", out.stdout)
+    if not match:
+        raise RuntimeError(f"wrk output not understood:\n{out.stdout}\n{out.stderr}")
+    requests, duration_us, errors, non2xx, p50, p99 = map(int, match.groups())
+    if errors or non2xx:
+        raise RuntimeError(f"wrk saw errors={errors} non-2xx={non2xx}: the benchmark would be meaningless")
+    return requests / (duration_us / 1e6), p50 / 1000.0, p99 / 1000.0
+
+
+def bodies(client, key_id):
+    plaintext = base64.b64encode(b"x" * 64).decode()
+    blob = client.encrypt(KeyId=key_id, Plaintext=b"x" * 64)["CiphertextBlob"]
+    return {
+        "Encrypt": json.dumps({"KeyId": key_id, "Plaintext": plaintext}),
+        "Decrypt": json.dumps({"CiphertextBlob": base64.b64encode(blob).decode()}),
+        "GenerateDataKey": json.dumps({"KeyId": key_id, "KeySpec": "AES_256"}),
+    }
+
+
+def measure(name, endpoint, key_id, secret, client, args, workdir):
+    results = {}
+    key = client.create_key(Description="bench")["KeyMetadata"]["KeyId"]
+    for operation, body in bodies(client, key).items():
+        samples = []
+        for _ in range(args.runs):
+            prepared = signed_request(endpoint, key_id, secret, f"TrentService.{operation}", body)
+            script = workdir / f"{name}-{operation}.lua"
+            wrk_script(prepared, script)
+            samples.append(run_wrk(endpoint, script, args.duration, args.connections, args.threads))
+        rps = statistics.median(s[0] for s in samples)
+        p50 = statistics.median(s[1] for s in samples)
+        p99 = statistics.median(s[2] for s in samples)
+        results[operation] = (rps, p50, p99, samples)
+        print(f"{name:6} {operation:16} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  runs {[round(s[0]) for s in samples]}",
+              flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-moto", action="store_true")
+    args = parser.parse_args()
+    if not KURA_RELEASE.exists():
+        sys.exit("build first: cargo build --release -p kura")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: scripts/deps.sh bench")
+    os.environ["KURA_BIN"] = str(KURA_RELEASE)
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="kura-bench-"))
+    import kura_harness
+    kura_harness.KURA_BIN = str(KURA_RELEASE)
+    server = KuraServer(workdir / "kura", extra_args=["--log-format", "text"])
+    _, _, key_id, secret, _ = USERS["admin_a"]
+    print(f"machine: {os.cpu_count()} cpus; wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of {args.runs} runs")
+    try:
+        kura = measure("kura", server.endpoint, key_id, secret, server.client("kms"), args, workdir)
+    finally:
+        server.stop()
+
+    moto = None
+    if not args.skip_moto:
+        port = free_port()
+        moto_process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            client = boto3.client("kms", endpoint_url=endpoint, region_name=REGION,
+                                  aws_access_key_id=key_id, aws_secret_access_key=secret)
+            moto = measure("moto", endpoint, key_id, secret, client, args, workdir)
+        finally:
+            moto_process.terminate()
+            moto_process.wait()
+
+    print("\n| operation | kura req/s | kura p50 ms | kura p99 ms | moto req/s | moto p50 ms | moto p99 ms | kura/moto |")
+    print("|---|---|---|---|---|---|---|---|")
+    for operation, (rps, p50, p99, _) in kura.items():
+        if moto:
+            m_rps, m_p50, m_p99, _ = moto[operation]
+            print(f"| {operation} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {m_rps:.0f} | {m_p50:.2f} | {m_p99:.2f} | {rps / m_rps:.0f}x |")
+        else:
+            print(f"| {operation} | {rps:.0f} | {p50:.2f} | {p99:.2f} | - | - | - | - |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+//! Work the KMS does on its own schedule: deleting keys whose waiting period is over and
+//! rotating keys whose rotation date has come.
+
+use kura_types::Timestamp;
+
+use crate::error::KmsResult;
+use crate::model::KeyState;
+use crate::{KeyEventKind, Kms};
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub deleted: Vec<String>,
+    pub rotated: Vec<String>,
+}
+
+impl Kms {
+    /// Deletes every key pending deletion whose date has passed (with its aliases) and
+    /// rotates every enabled key whose automatic rotation is due, as of the service clock.
+    pub fn run_maintenance(&self) -> KmsResult<MaintenanceReport> {
+        let now = self.clock.now();
+        let mut report = MaintenanceReport::default();
+        for key in self.registry.all_keys() {
+            let record = &key.record;
+            if record.state == KeyState::PendingDeletion {
+                if record.deletion_date.is_some_and(|date| date <= now)
+                    && self.delete_if_due(record.id, now)?
+                {
+                    report.deleted.push(key.arn.clone());
+                }
+            } else if self.rotate_if_due(record.id, now)? {
+                report.rotated.push(key.arn.clone());
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes a key whose deletion date has passed, with every alias pointing at it.
+    fn delete_if_due(&self, key_id: uuid::Uuid, now: Timestamp) -> KmsResult<bool> {
+        let deleted = self.registry.apply(|registry, changes| {
+            let Some(key) = registry.key(&key_id) else {
+                return Ok(None);
+            };
+            let record = &key.record;
+            let due = record.state == KeyState::PendingDeletion
+                && record.deletion_date.is_some_and(|d| d <= now);
+            if !due {
+                return Ok(None);
+            }
+            for alias in registry.alias_names_of_key(&record.account, key_id) {
+                changes.delete_alias(&record.account, &alias);
+            }
+            changes.delete_key(key_id);
+            Ok(Some((record.account.clone(), key.arn.clone())))
+        })?;
+        match deleted {
+            Some((account, arn)) => {
+                tracing::info!(key = %arn, "deleted key at the end of its waiting period");
+                self.publish(KeyEventKind::Deleted, &account, key_id);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

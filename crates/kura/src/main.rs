@@ -1,0 +1,58 @@
+//! The `kura` binary: command-line interface, configuration and wiring.
+//!
+//! Owns: parsing flags and the configuration file, building the services and the edge in
+//! the right order, first-start bootstrap (root key, default account, credentials file),
+//! signal handling and start-up output. Must not: hold logic worth testing on its own —
+//! that lives in the library crates.
+
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kura (蔵, "storehouse"): a self-hosted, AWS-compatible key management service.
+///
+/// kura speaks the AWS KMS API, so the unmodified `aws` CLI, boto3 and the AWS SDKs work
+/// against it with `--endpoint-url`. Every request is authenticated with AWS Signature
+/// Version 4 and authorized with key policies and IAM policies, as on AWS.
+///
+/// Quick start:
+///
+///   kura serve --data-dir ./kura-data
+///
+///   export AWS_SHARED_CREDENTIALS_FILE=./kura-data/credentials AWS_DEFAULT_REGION=us-east-1
+///
+///   aws --endpoint-url http://127.0.0.1:5872 kms create-key --description demo
+#[derive(Parser, Debug)]
+#[command(name = "kura", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server until interrupted (Ctrl-C or SIGTERM).
+    ///
+    /// On first start with an empty data directory, kura creates the root key that
+    /// protects all key material at rest, an account 000000000000 with a user
+    /// `administrator`, and `<data-dir>/credentials`: an AWS shared-credentials file whose
+    /// `default` profile holds that user's access key.
+    #[command(verbatim_doc_comment)]
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+    }
+}
+
+/// The default data directory, relative to the working directory.
+pub(crate) fn default_data_dir() -> PathBuf {
+    PathBuf::from("kura-data")
+}

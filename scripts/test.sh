@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every check and test kura has: formatting, lints, unit tests, and the integration
+# tests that drive the real binary with real clients (boto3, the aws CLI v2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+
+step() { printf '\n==> %s\n' "$*"; }
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "unit tests"
+cargo test --workspace --locked
+step "build the binary for the integration tests"
+cargo build --locked -p kura
+step "integration tests (real kura, real clients)"
+KURA_BIN="$PWD/target/debug/kura" python3 -m pytest -q -p no:cacheprovider tests/python "$@"

@@ -1,0 +1,152 @@
+"""Start and stop real `kura serve` processes for the integration tests, and build clients.
+
+Each KuraServer is a real process on a free loopback port with its own data directory and
+configuration file; tests talk to it only through real clients (boto3, the aws CLI) and
+raw HTTP where they need to send what no SDK would.
+"""
+
+import os
+import pathlib
+import re
+import selectors
+import signal
+import subprocess
+import time
+
+import boto3
+import botocore.config
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+KURA_BIN = os.environ.get("KURA_BIN", str(REPO / "target" / "debug" / "kura"))
+AWS_CLI = os.environ.get("KURA_TEST_AWS_CLI", "/usr/bin/aws")
+REGION = "ap-northeast-1"
+
+ACCOUNT_A = "111111111111"
+ACCOUNT_B = "222222222222"
+
+# name -> (account, user, access key id, secret, managed policies)
+USERS = {
+    "admin_a": (ACCOUNT_A, "administrator", "AKIAAAAAAAAAAAAAAAAA", "secret-a-administrator-0000000000000000",
+                ["arn:aws:iam::aws:policy/AdministratorAccess"]),
+    "reader_a": (ACCOUNT_A, "reader", "AKIAAAAAAAAAAAAREADR", "secret-a-reader-000000000000000000000000",
+                 ["arn:aws:iam::aws:policy/ReadOnlyAccess"]),
+    "nobody_a": (ACCOUNT_A, "nobody", "AKIAAAAAAAAAAANOBODY", "secret-a-nobody-000000000000000000000000", []),
+    "admin_b": (ACCOUNT_B, "administrator", "AKIABBBBBBBBBBBBBBBB", "secret-b-administrator-0000000000000000",
+                ["arn:aws:iam::aws:policy/AdministratorAccess"]),
+}
+
+
+def config_text(extra=""):
+    lines = [f'region = "{REGION}"', "[kms]", "maintenance_interval_secs = 1"]
+    for account in (ACCOUNT_A, ACCOUNT_B):
+        lines += ["[[accounts]]", f'id = "{account}"']
+        for acct, user, key_id, secret, policies in USERS.values():
+            if acct != account:
+                continue
+            quoted = ", ".join(f'"{p}"' for p in policies)
+            lines += [
+                "[[accounts.users]]",
+                f'name = "{user}"',
+                f'access_key_id = "{key_id}"',
+                f'secret_access_key = "{secret}"',
+                f"policies = [{quoted}]",
+            ]
+    return "\n".join(lines) + "\n" + extra
+
+
+class KuraServer:
+    """A running `kura serve` process."""
+
+    BANNER = re.compile(r"serving region (\S+) on (https?://\S+)")
+
+    def __init__(self, data_dir, config=None, extra_args=(), listen="127.0.0.1:0"):
+        self.data_dir = pathlib.Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.data_dir.parent / (self.data_dir.name + ".toml")
+        self.config_path.write_text(config if config is not None else config_text())
+        self.extra_args = list(extra_args)
+        self.listen = listen
+        self.process = None
+        self.endpoint = None
+        self.banner = ""
+        self.start()
+
+    def start(self, timeout=20):
+        args = [KURA_BIN, "serve", "--listen", self.listen, "--data-dir", str(self.data_dir),
+                "--config", str(self.config_path), *self.extra_args]
+        self.log = open(self.data_dir.parent / (self.data_dir.name + ".log"), "ab")
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log)
+        self.banner = self._read_banner(timeout)
+        match = self.BANNER.search(self.banner)
+        if not match:
+            raise RuntimeError(f"kura did not start: {self.banner!r}")
+        self.endpoint = match.group(2)
+        # Keep later runs of this server on the same port, so clients keep working.
+        self.listen = self.endpoint.split("://", 1)[1]
+
+    def _read_banner(self, timeout):
+        """Reads start-up output until the banner is complete (unbuffered, so select works)."""
+        fd = self.process.stdout.fileno()
+        selector = selectors.DefaultSelector()
+        selector.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        text = b""
+        while time.monotonic() < deadline and b"kms list-keys" not in text:
+            if selector.select(timeout=0.1):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                text += chunk
+            elif self.process.poll() is not None:
+                break
+        selector.close()
+        return text.decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=timeout)
+        code = self.process.returncode if self.process else None
+        if self.process:
+            self.process.stdout.close()
+        self.log.close()
+        return code
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def client(self, service="kms", user="admin_a", **config):
+        _, _, key_id, secret, _ = USERS[user]
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            config=botocore.config.Config(retries={"max_attempts": 1}, parameter_validation=False, **config),
+        )
+
+    def aws(self, *args, user="admin_a", check=True, env=None):
+        """Runs the aws CLI (v2, Debian's package) against this server; returns stdout."""
+        _, _, key_id, secret, _ = USERS[user]
+        run_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.data_dir.parent),
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_PAGER": "",
+            "AWS_MAX_ATTEMPTS": "1",
+        }
+        run_env.update(env or {})
+        result = subprocess.run([AWS_CLI, "--endpoint-url", self.endpoint, "--output", "json", *args],
+                                capture_output=True, text=True, env=run_env, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
