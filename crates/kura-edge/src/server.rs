@@ -31,6 +31,8 @@ use crate::{ApiError, Metrics};
 /// 131,072 characters, which JSON escaping can grow several times.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The region SDKs sign requests to global services (IAM) for.
+const GLOBAL_SIGNING_REGION: &str = "us-east-1";
 
 /// Everything the edge needs to serve requests. Built once at startup.
 pub struct Edge {
@@ -276,7 +278,12 @@ impl Edge {
             );
             return xml_error(&request_id, &error);
         };
-        let caller = match self.verify_claim(parts, &claim, service.signing_name()) {
+        let scope_region = if service.is_global() && claim.region == GLOBAL_SIGNING_REGION {
+            GLOBAL_SIGNING_REGION
+        } else {
+            self.region.as_str()
+        };
+        let caller = match self.verify_claim(parts, &claim, scope_region, service.signing_name()) {
             Ok(caller) => caller,
             Err(failure) => return xml_error(&request_id, &query_auth_error(failure)),
         };
@@ -378,13 +385,14 @@ impl Edge {
         service: &str,
     ) -> Result<Arc<Caller>, AuthFailure> {
         let claim = sigv4::parse_claim(parts).map_err(AuthFailure::Signature)?;
-        self.verify_claim(parts, &claim, service)
+        self.verify_claim(parts, &claim, self.region.as_str(), service)
     }
 
     fn verify_claim(
         &self,
         parts: &RequestParts<'_>,
         claim: &SignatureClaim,
+        scope_region: &str,
         service: &str,
     ) -> Result<Arc<Caller>, AuthFailure> {
         let credential = self
@@ -392,7 +400,7 @@ impl Edge {
             .resolve(&claim.access_key_id)
             .ok_or(AuthFailure::UnknownAccessKey)?;
         claim
-            .check_scope(self.region.as_str(), service)
+            .check_scope(scope_region, service)
             .map_err(AuthFailure::Signature)?;
         let now = self.clock.now();
         claim.check_time(now).map_err(AuthFailure::Signature)?;

@@ -32,6 +32,11 @@ pub trait QueryService: Send + Sync + 'static {
     fn event_source(&self) -> &'static str;
     /// The XML namespace of responses, e.g. `https://iam.amazonaws.com/doc/2010-05-08/`.
     fn xml_namespace(&self) -> &'static str;
+    /// Global services (IAM) are signed for `us-east-1` by the SDKs whatever region the
+    /// client is set to; they accept that scope as well as the server's own region.
+    fn is_global(&self) -> bool {
+        false
+    }
     /// Runs one action and returns the inner XML of its `<ActionResult>` element (empty
     /// for actions whose response has no result).
     async fn call(
