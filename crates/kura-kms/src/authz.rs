@@ -20,23 +20,35 @@
 
 use kura_edge::RequestContext;
 use kura_policy::{
-    AuthzRequest, ContextKeys, Evaluation, PolicyDocument, PrincipalMatch, evaluate_all,
+    AuthzRequest, ContextKeys, Evaluation, PolicyDocument, PrincipalKind, PrincipalMatch,
+    evaluate_all,
 };
 
 use crate::Kms;
 use crate::error::{KmsError, KmsResult};
+use crate::model::{GrantConstraints, GrantRecord};
 use crate::registry::KeyEntry;
 use crate::wire::Context;
 
-/// Request-specific facts that feed condition keys.
-#[derive(Default)]
+/// Request-specific facts that feed condition keys and grant checks.
+#[derive(Default, Clone, Copy)]
 pub(crate) struct RequestFacts<'a> {
     pub encryption_context: Option<&'a Context>,
     pub request_alias: Option<&'a str>,
+    /// For CreateGrant: the grant being asked for.
+    pub new_grant: Option<&'a NewGrant<'a>>,
+}
+
+/// The grant a CreateGrant request asks for, as far as authorization cares.
+pub(crate) struct NewGrant<'a> {
+    pub operations: &'a [String],
+    pub grantee: &'a str,
+    pub retiring: Option<&'a str>,
+    pub constraints: Option<&'a GrantConstraints>,
 }
 
 impl Kms {
-    /// Authorizes `action` on `key` for the caller of `ctx`.
+    /// Authorizes `action` on `key` for the caller of `ctx`: policies first, then grants.
     pub(crate) fn authorize_key(
         &self,
         ctx: &RequestContext,
@@ -52,20 +64,29 @@ impl Kms {
                 .registry
                 .alias_names_of_key(&key.record.account, key.record.id),
         );
-        add_request_facts(&mut context, facts);
-        self.decide(
+        add_request_facts(&mut context, ctx, action, facts);
+        match self.policy_decision(
             ctx,
             action,
             &key.arn,
             &key.record.account,
             &key.policy,
             &context,
-        )
+        ) {
+            Ok(()) => Ok(()),
+            Err(denial)
+                if !denial.is_explicit()
+                    && self.grant_allows(ctx, action, key, facts, &context) =>
+            {
+                Ok(())
+            }
+            Err(denial) => Err(denial.error(&ctx.caller.principal.arn, action, &key.arn)),
+        }
     }
 
-    /// Whether `policy`, as the key policy of the key `key_arn` owned by `key_account`,
-    /// together with the caller's identity policies, allows `action` (the algorithm at
-    /// the top of this module). Also used to test a new policy before accepting it.
+    /// Whether the key policy `policy` (of key `key_arn` owned by `key_account`) and the
+    /// caller's identity policies allow `action`: the algorithm at the top of this module,
+    /// without grants. Also used to test a new key policy before accepting it.
     pub(crate) fn decide(
         &self,
         ctx: &RequestContext,
@@ -75,6 +96,19 @@ impl Kms {
         policy: &PolicyDocument,
         context: &ContextKeys,
     ) -> KmsResult<()> {
+        self.policy_decision(ctx, action, key_arn, key_account, policy, context)
+            .map_err(|denial| denial.error(&ctx.caller.principal.arn, action, key_arn))
+    }
+
+    fn policy_decision(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        key_arn: &str,
+        key_account: &str,
+        policy: &PolicyDocument,
+        context: &ContextKeys,
+    ) -> Result<(), Denial> {
         let principal = &ctx.caller.principal;
         let request = AuthzRequest {
             principal,
@@ -85,23 +119,16 @@ impl Kms {
         let key_policy = policy.evaluate(&request);
         let identity = self.identity_evaluation(ctx, &request);
         let same_account = principal.account == key_account;
-        let denied = |reason: Denial| {
-            Err(KmsError::AccessDenied(reason.message(
-                &principal.arn,
-                action,
-                Some(key_arn),
-            )))
-        };
 
         if matches!(key_policy, Evaluation::ExplicitDeny { .. }) {
-            return if same_account {
-                denied(Denial::ResourceDeny)
+            return Err(if same_account {
+                Denial::ResourceDeny
             } else {
-                denied(Denial::CrossAccount)
-            };
+                Denial::CrossAccount
+            });
         }
         if matches!(identity, Evaluation::ExplicitDeny { .. }) {
-            return denied(Denial::IdentityDeny);
+            return Err(Denial::IdentityDeny);
         }
         let identity_allows = matches!(identity, Evaluation::Allow { .. });
         let key_policy_allows = match key_policy {
@@ -112,19 +139,69 @@ impl Kms {
             Evaluation::Allow { .. } => KeyPolicyAllow::Account,
             _ => KeyPolicyAllow::No,
         };
-        let allowed = match (same_account, key_policy_allows) {
-            (true, KeyPolicyAllow::Caller) => true,
-            (_, KeyPolicyAllow::Account) | (false, KeyPolicyAllow::Caller) => identity_allows,
-            (_, KeyPolicyAllow::No) => false,
-        };
-        if allowed {
-            return Ok(());
-        }
         match (same_account, key_policy_allows) {
-            (true, KeyPolicyAllow::No) => denied(Denial::NoResourceAllow),
-            (false, KeyPolicyAllow::No) => denied(Denial::CrossAccount),
-            _ => denied(Denial::NoIdentityAllow),
+            (true, KeyPolicyAllow::Caller) => Ok(()),
+            (_, KeyPolicyAllow::Account) | (false, KeyPolicyAllow::Caller) if identity_allows => {
+                Ok(())
+            }
+            (true, KeyPolicyAllow::No) => Err(Denial::NoResourceAllow),
+            (false, KeyPolicyAllow::No) => Err(Denial::CrossAccount),
+            _ => Err(Denial::NoIdentityAllow),
         }
+    }
+
+    /// Whether a grant on `key` lets the caller perform `action` for this request.
+    fn grant_allows(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        key: &KeyEntry,
+        facts: &RequestFacts<'_>,
+        context: &ContextKeys,
+    ) -> bool {
+        let Some(operation) = action.strip_prefix("kms:") else {
+            return false;
+        };
+        self.registry.grants_of(&key.record.id).iter().any(|grant| {
+            grant.operations.iter().any(|op| op == operation)
+                && self.is_grantee(ctx, grant, action, &key.arn, context)
+                && constraints_hold(operation, grant, facts)
+        })
+    }
+
+    /// Whether the caller is the grant's grantee: the very principal, the role of an
+    /// assumed-role session, or a principal of a grantee account whose identity policies
+    /// allow the action.
+    fn is_grantee(
+        &self,
+        ctx: &RequestContext,
+        grant: &GrantRecord,
+        action: &str,
+        key_arn: &str,
+        context: &ContextKeys,
+    ) -> bool {
+        let principal = &ctx.caller.principal;
+        if grant.grantee_principal == principal.arn {
+            return true;
+        }
+        if let PrincipalKind::AssumedRole { role_arn, .. } = &principal.kind
+            && *role_arn == grant.grantee_principal
+        {
+            return true;
+        }
+        if grant.grantee_principal == format!("arn:aws:iam::{}:root", principal.account) {
+            let request = AuthzRequest {
+                principal,
+                action,
+                resource: key_arn,
+                context,
+            };
+            return matches!(
+                self.identity_evaluation(ctx, &request),
+                Evaluation::Allow { .. }
+            );
+        }
+        false
     }
 
     /// Authorizes an action that has no key resource (CreateKey, ListKeys, ListAliases,
@@ -193,7 +270,7 @@ enum KeyPolicyAllow {
 }
 
 /// The reasons AWS gives in access-denied messages.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Denial {
     ResourceDeny,
     IdentityDeny,
@@ -203,6 +280,15 @@ enum Denial {
 }
 
 impl Denial {
+    /// Explicit denies win over grants; missing allows do not.
+    fn is_explicit(self) -> bool {
+        matches!(self, Denial::ResourceDeny | Denial::IdentityDeny)
+    }
+
+    fn error(self, principal: &str, action: &str, resource: &str) -> KmsError {
+        KmsError::AccessDenied(self.message(principal, action, Some(resource)))
+    }
+
     fn message(self, principal: &str, action: &str, resource: Option<&str>) -> String {
         let on = resource
             .map(|r| format!(" on resource: {r}"))
@@ -250,7 +336,41 @@ fn add_key_facts(keys: &mut ContextKeys, key: &KeyEntry, aliases: &[String]) {
     }
 }
 
-fn add_request_facts(keys: &mut ContextKeys, facts: &RequestFacts<'_>) {
+fn add_request_facts(
+    keys: &mut ContextKeys,
+    ctx: &RequestContext,
+    action: &str,
+    facts: &RequestFacts<'_>,
+) {
+    if matches!(
+        action,
+        "kms:CreateGrant" | "kms:ListGrants" | "kms:RevokeGrant"
+    ) {
+        // True only when an integrated service (the database service) acts for the caller.
+        let for_aws_resource = if ctx.via_service.is_some() {
+            "true"
+        } else {
+            "false"
+        };
+        keys.set("kms:GrantIsForAWSResource", for_aws_resource);
+    }
+    if let Some(grant) = facts.new_grant {
+        keys.set_multi("kms:GrantOperations", grant.operations.to_vec());
+        keys.set("kms:GranteePrincipal", grant.grantee);
+        if let Some(retiring) = grant.retiring {
+            keys.set("kms:RetiringPrincipal", retiring);
+        }
+        if let Some(constraints) = grant.constraints {
+            let mut types = Vec::new();
+            if constraints.encryption_context_equals.is_some() {
+                types.push("EncryptionContextEquals".to_owned());
+            }
+            if constraints.encryption_context_subset.is_some() {
+                types.push("EncryptionContextSubset".to_owned());
+            }
+            keys.set_multi("kms:GrantConstraintType", types);
+        }
+    }
     if let Some(context) = facts.encryption_context {
         for (k, v) in context {
             keys.set(&format!("kms:EncryptionContext:{k}"), v.clone());
@@ -263,6 +383,65 @@ fn add_request_facts(keys: &mut ContextKeys, facts: &RequestFacts<'_>) {
     if let Some(alias) = facts.request_alias {
         keys.set("kms:RequestAlias", alias);
     }
+}
+
+/// Whether a grant's encryption-context constraints, and for CreateGrant its limits on
+/// the grants it lets the grantee create, hold for this request.
+fn constraints_hold(operation: &str, grant: &GrantRecord, facts: &RequestFacts<'_>) -> bool {
+    match operation {
+        // AWS ignores constraints for these operations.
+        "DescribeKey" | "RetireGrant" => true,
+        "CreateGrant" => facts.new_grant.is_some_and(|child| {
+            child
+                .operations
+                .iter()
+                .all(|op| grant.operations.contains(op))
+                && at_least_as_strict(child.constraints, grant.constraints.as_ref())
+        }),
+        _ => {
+            let Some(constraints) = &grant.constraints else {
+                return true;
+            };
+            let empty = Context::new();
+            let context = facts.encryption_context.unwrap_or(&empty);
+            let equals = constraints
+                .encryption_context_equals
+                .as_ref()
+                .is_none_or(|required| required == context);
+            let subset = constraints
+                .encryption_context_subset
+                .as_ref()
+                .is_none_or(|required| required.iter().all(|(k, v)| context.get(k) == Some(v)));
+            equals && subset
+        }
+    }
+}
+
+/// A grant created through another grant may not loosen its constraints: every pair the
+/// parent requires must be required by the child as well.
+fn at_least_as_strict(child: Option<&GrantConstraints>, parent: Option<&GrantConstraints>) -> bool {
+    let Some(parent) = parent else {
+        return true;
+    };
+    let Some(child) = child else {
+        return false;
+    };
+    let required_by_child = |k: &String, v: &String| {
+        [
+            &child.encryption_context_equals,
+            &child.encryption_context_subset,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|map| map.get(k) == Some(v))
+    };
+    [
+        &parent.encryption_context_equals,
+        &parent.encryption_context_subset,
+    ]
+    .into_iter()
+    .flatten()
+    .all(|map| map.iter().all(|(k, v)| required_by_child(k, v)))
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@ pub enum KeyEventKind {
     Deleted,
     Rotated,
     PolicyChanged,
+    /// A grant on the key was retired or revoked.
+    GrantRemoved,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -35,7 +35,7 @@ impl Kms {
         Ok(report)
     }
 
-    /// Deletes a key whose deletion date has passed, with every alias pointing at it.
+    /// Deletes a key whose deletion date has passed, with its aliases and grants.
     fn delete_if_due(&self, key_id: uuid::Uuid, now: Timestamp) -> KmsResult<bool> {
         let deleted = self.registry.apply(|registry, changes| {
             let Some(key) = registry.key(&key_id) else {
@@ -49,6 +49,9 @@ impl Kms {
             }
             for alias in registry.alias_names_of_key(&record.account, key_id) {
                 changes.delete_alias(&record.account, &alias);
+            }
+            for grant in registry.grants_of(&key_id) {
+                changes.delete_grant(grant);
             }
             changes.delete_key(key_id);
             Ok(Some((record.account.clone(), key.arn.clone())))

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) const KEYS: Table = Table("kms.keys");
 pub(crate) const ALIASES: Table = Table("kms.aliases");
+pub(crate) const GRANTS: Table = Table("kms.grants");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyState {
@@ -143,4 +144,39 @@ pub(crate) fn alias_arn(region: &str, account: &str, name: &str) -> String {
 
 pub(crate) fn alias_store_key(account: &str, name: &str) -> String {
     format!("{account}/{name}")
+}
+
+/// Conditions a grant puts on the encryption context of the requests it allows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GrantConstraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_subset: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_equals: Option<BTreeMap<String, String>>,
+}
+
+/// A grant: permission for a grantee to use one key for some operations.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct GrantRecord {
+    /// 64 hex characters.
+    pub grant_id: String,
+    pub key_id: uuid::Uuid,
+    /// The account that owns the key (and where the grant was created).
+    pub key_account: String,
+    pub name: Option<String>,
+    pub grantee_principal: String,
+    pub retiring_principal: Option<String>,
+    /// Grant operation names (`Encrypt`, `Decrypt`, `CreateGrant`, ...).
+    pub operations: Vec<String>,
+    pub constraints: Option<GrantConstraints>,
+    pub created: Timestamp,
+    /// Whether an integrated service created it for the caller (`kms:GrantIsForAWSResource`).
+    pub for_aws_resource: bool,
+}
+
+impl GrantRecord {
+    pub fn store_key(&self) -> String {
+        format!("{}/{}", self.key_id, self.grant_id)
+    }
 }

@@ -15,7 +15,9 @@ use kura_store::Store;
 use uuid::Uuid;
 
 use crate::error::{KmsError, KmsResult};
-use crate::model::{ALIASES, AliasRecord, KEYS, KeyRecord, MaterialRecord, alias_store_key};
+use crate::model::{
+    ALIASES, AliasRecord, GRANTS, GrantRecord, KEYS, KeyRecord, MaterialRecord, alias_store_key,
+};
 
 /// A key as the service uses it: its record, its parsed policy and its unwrapped material.
 pub(crate) struct KeyEntry {
@@ -59,6 +61,8 @@ struct RegistryState {
     account_keys: BTreeSet<(String, Uuid)>,
     /// (account, alias name) → alias.
     aliases: BTreeMap<(String, String), AliasRecord>,
+    /// Grants of each key, by key id then grant id.
+    grants: HashMap<Uuid, BTreeMap<String, GrantRecord>>,
 }
 
 /// A set of changes to apply atomically.
@@ -68,6 +72,8 @@ pub(crate) struct Changes {
     delete_keys: Vec<Uuid>,
     put_aliases: Vec<AliasRecord>,
     delete_aliases: Vec<(String, String)>,
+    put_grants: Vec<GrantRecord>,
+    delete_grants: Vec<GrantRecord>,
 }
 
 impl Changes {
@@ -91,6 +97,16 @@ impl Changes {
             .push((account.to_owned(), name.to_owned()));
         self
     }
+
+    pub fn put_grant(&mut self, grant: GrantRecord) -> &mut Self {
+        self.put_grants.push(grant);
+        self
+    }
+
+    pub fn delete_grant(&mut self, grant: GrantRecord) -> &mut Self {
+        self.delete_grants.push(grant);
+        self
+    }
 }
 
 pub(crate) struct Registry {
@@ -107,10 +123,11 @@ pub(crate) fn material_label(key_id: Uuid, version: u32) -> Vec<u8> {
 impl Registry {
     /// Loads every key and alias from the store, unwrapping all key material.
     pub fn load(store: Arc<Store>, root_key: Arc<RootKey>) -> KmsResult<Self> {
-        let (keys, aliases) = store.read(|r| {
+        let (keys, aliases, grants) = store.read(|r| {
             Ok::<_, KmsError>((
                 r.scan_all::<KeyRecord>(KEYS, "")?,
                 r.scan_all::<AliasRecord>(ALIASES, "")?,
+                r.scan_all::<GrantRecord>(GRANTS, "")?,
             ))
         })?;
         let registry = Self {
@@ -132,6 +149,13 @@ impl Registry {
                 state
                     .aliases
                     .insert((alias.account.clone(), alias.name.clone()), alias);
+            }
+            for (_, grant) in grants {
+                state
+                    .grants
+                    .entry(grant.key_id)
+                    .or_default()
+                    .insert(grant.grant_id.clone(), grant);
             }
         }
         Ok(registry)
@@ -254,6 +278,24 @@ impl Registry {
             .collect()
     }
 
+    /// The grants of `key`, in grant-id order.
+    pub fn grants_of(&self, key: &Uuid) -> Vec<GrantRecord> {
+        self.read_state()
+            .grants
+            .get(key)
+            .map(|grants| grants.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every grant of every key (ListRetirableGrants looks across keys).
+    pub fn all_grants(&self) -> Vec<GrantRecord> {
+        self.read_state()
+            .grants
+            .values()
+            .flat_map(|grants| grants.values().cloned())
+            .collect()
+    }
+
     /// Serializes a read-modify-write: `body` sees the current state (through `self`) and
     /// returns the changes to make; they are persisted in one transaction, then published.
     pub fn apply<T>(&self, body: impl FnOnce(&Self, &mut Changes) -> KmsResult<T>) -> KmsResult<T> {
@@ -283,6 +325,12 @@ impl Registry {
             for (account, name) in &changes.delete_aliases {
                 w.delete(ALIASES, &alias_store_key(account, name))?;
             }
+            for grant in &changes.put_grants {
+                w.put(GRANTS, &grant.store_key(), grant)?;
+            }
+            for grant in &changes.delete_grants {
+                w.delete(GRANTS, &grant.store_key())?;
+            }
             Ok::<_, KmsError>(())
         })?;
 
@@ -307,6 +355,21 @@ impl Registry {
         }
         for key in changes.delete_aliases {
             state.aliases.remove(&key);
+        }
+        for grant in changes.put_grants {
+            state
+                .grants
+                .entry(grant.key_id)
+                .or_default()
+                .insert(grant.grant_id.clone(), grant);
+        }
+        for grant in changes.delete_grants {
+            if let Some(grants) = state.grants.get_mut(&grant.key_id) {
+                grants.remove(&grant.grant_id);
+            }
+        }
+        for id in &changes.delete_keys {
+            state.grants.remove(id);
         }
         Ok(value)
     }

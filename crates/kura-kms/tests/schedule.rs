@@ -28,11 +28,13 @@ impl Fixture {
     fn new() -> Self {
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
         let store = Arc::new(Store::in_memory().unwrap());
-        let root = Arc::new(RootKey::from_secret(&kura_crypto::random_secret(32).unwrap()).unwrap());
+        let root =
+            Arc::new(RootKey::from_secret(&kura_crypto::random_secret(32).unwrap()).unwrap());
         let iam = Arc::new(Iam::open(store.clone(), root.clone(), clock.clone()).unwrap());
         let account = AccountId::parse("111122223333").unwrap();
         iam.ensure_account(&account).unwrap();
-        iam.ensure_user(&account, "admin", &[ADMINISTRATOR_ACCESS.to_owned()]).unwrap();
+        iam.ensure_user(&account, "admin", &[ADMINISTRATOR_ACCESS.to_owned()])
+            .unwrap();
         let (access_key, _) = iam.create_access_key(&account, "admin").unwrap();
         let region = Region::parse("us-east-1").unwrap();
         let kms = Kms::open(store, root, iam.clone(), clock.clone(), region).unwrap();
@@ -77,11 +79,20 @@ fn keys_are_deleted_when_their_waiting_period_ends() {
         .as_str()
         .unwrap()
         .to_owned();
-    f.call("CreateAlias", json!({"AliasName": "alias/doomed", "TargetKeyId": key_id}))
-        .unwrap();
-    let blob = f.call("Encrypt", json!({"KeyId": key_id, "Plaintext": "aGk="})).unwrap()["CiphertextBlob"].clone();
-    f.call("ScheduleKeyDeletion", json!({"KeyId": key_id, "PendingWindowInDays": 7}))
-        .unwrap();
+    f.call(
+        "CreateAlias",
+        json!({"AliasName": "alias/doomed", "TargetKeyId": key_id}),
+    )
+    .unwrap();
+    let blob = f
+        .call("Encrypt", json!({"KeyId": key_id, "Plaintext": "aGk="}))
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    f.call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": key_id, "PendingWindowInDays": 7}),
+    )
+    .unwrap();
 
     f.advance_days(6);
     assert!(f.kms.run_maintenance().unwrap().deleted.is_empty());
@@ -105,10 +116,16 @@ fn keys_are_deleted_when_their_waiting_period_ends() {
         f.call("Decrypt", json!({"CiphertextBlob": blob})),
         Err(KmsError::AccessDenied(_))
     ));
-    let kinds: Vec<KeyEventKind> = std::iter::from_fn(|| events.try_recv().ok()).map(|e| e.kind).collect();
+    let kinds: Vec<KeyEventKind> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(
         kinds,
-        vec![KeyEventKind::Created, KeyEventKind::DeletionScheduled, KeyEventKind::Deleted]
+        vec![
+            KeyEventKind::Created,
+            KeyEventKind::DeletionScheduled,
+            KeyEventKind::Deleted
+        ]
     );
 }
 
@@ -119,9 +136,13 @@ fn a_cancelled_deletion_is_never_carried_out() {
         .as_str()
         .unwrap()
         .to_owned();
-    f.call("ScheduleKeyDeletion", json!({"KeyId": key_id, "PendingWindowInDays": 7}))
+    f.call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": key_id, "PendingWindowInDays": 7}),
+    )
+    .unwrap();
+    f.call("CancelKeyDeletion", json!({"KeyId": key_id}))
         .unwrap();
-    f.call("CancelKeyDeletion", json!({"KeyId": key_id})).unwrap();
     f.advance_days(30);
     assert!(f.kms.run_maintenance().unwrap().deleted.is_empty());
     assert_eq!(
@@ -137,17 +158,27 @@ fn automatic_rotation_happens_when_due_and_never_on_disabled_keys() {
         .as_str()
         .unwrap()
         .to_owned();
-    let first_blob = f.call("Encrypt", json!({"KeyId": key_id, "Plaintext": "b25l"})).unwrap()["CiphertextBlob"].clone();
-    f.call("EnableKeyRotation", json!({"KeyId": key_id, "RotationPeriodInDays": 90}))
-        .unwrap();
+    let first_blob = f
+        .call("Encrypt", json!({"KeyId": key_id, "Plaintext": "b25l"}))
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    f.call(
+        "EnableKeyRotation",
+        json!({"KeyId": key_id, "RotationPeriodInDays": 90}),
+    )
+    .unwrap();
 
     f.advance_days(89);
     assert!(f.kms.run_maintenance().unwrap().rotated.is_empty());
     f.advance_days(1);
     assert_eq!(f.kms.run_maintenance().unwrap().rotated.len(), 1);
-    let rotations = f.call("ListKeyRotations", json!({"KeyId": key_id})).unwrap();
+    let rotations = f
+        .call("ListKeyRotations", json!({"KeyId": key_id}))
+        .unwrap();
     assert_eq!(rotations["Rotations"][0]["RotationType"], "AUTOMATIC");
-    let status = f.call("GetKeyRotationStatus", json!({"KeyId": key_id})).unwrap();
+    let status = f
+        .call("GetKeyRotationStatus", json!({"KeyId": key_id}))
+        .unwrap();
     let next = status["NextRotationDate"].as_f64().unwrap();
     let now = f.clock.now().epoch_seconds();
     assert!((next - now - 90.0 * 86_400.0).abs() < 1.0);
@@ -159,13 +190,17 @@ fn automatic_rotation_happens_when_due_and_never_on_disabled_keys() {
     f.call("EnableKey", json!({"KeyId": key_id})).unwrap();
     assert_eq!(f.kms.run_maintenance().unwrap().rotated.len(), 1);
     assert_eq!(
-        f.call("ListKeyRotations", json!({"KeyId": key_id})).unwrap()["Rotations"]
+        f.call("ListKeyRotations", json!({"KeyId": key_id}))
+            .unwrap()["Rotations"]
             .as_array()
             .unwrap()
             .len(),
         2
     );
     // Everything encrypted before any rotation still decrypts.
-    let plain = f.call("Decrypt", json!({"CiphertextBlob": first_blob})).unwrap()["Plaintext"].clone();
+    let plain = f
+        .call("Decrypt", json!({"CiphertextBlob": first_blob}))
+        .unwrap()["Plaintext"]
+        .clone();
     assert_eq!(plain, "b25l");
 }

@@ -7,6 +7,7 @@ use kura_crypto::{CiphertextHeader, EncryptionContext, SecretBytes};
 use serde::Serialize;
 
 use super::Call;
+use super::grants::check_token_formats;
 use super::keys::check_grant_tokens;
 use crate::authz::RequestFacts;
 use crate::error::{KmsError, KmsResult};
@@ -120,6 +121,7 @@ impl Call<'_> {
         );
         check_grant_tokens(&mut v, request.grant_tokens.as_deref());
         v.finish()?;
+        check_token_formats(request.grant_tokens.as_deref())?;
         let context = request.encryption_context.unwrap_or_default();
         let key = self.crypto_target(
             Operation::Encrypt,
@@ -154,6 +156,7 @@ impl Call<'_> {
         );
         check_grant_tokens(&mut v, request.grant_tokens.as_deref());
         v.finish()?;
+        check_token_formats(request.grant_tokens.as_deref())?;
         let context = request.encryption_context.unwrap_or_default();
         let decrypted = self.open(
             Operation::Decrypt.action(),
@@ -200,6 +203,7 @@ impl Call<'_> {
         );
         check_grant_tokens(&mut v, request.grant_tokens.as_deref());
         v.finish()?;
+        check_token_formats(request.grant_tokens.as_deref())?;
         let source_context = request.source_encryption_context.unwrap_or_default();
         let destination_context = request.destination_encryption_context.unwrap_or_default();
         let source = self.open(
@@ -218,6 +222,7 @@ impl Call<'_> {
         let facts = RequestFacts {
             encryption_context: Some(&destination_context),
             request_alias: resolved.via_alias.as_deref(),
+            new_grant: None,
         };
         self.kms
             .authorize_key(self.ctx, "kms:ReEncryptTo", &resolved.key, &facts)?;
@@ -261,6 +266,7 @@ impl Call<'_> {
         );
         check_grant_tokens(&mut v, request.grant_tokens.as_deref());
         v.finish()?;
+        check_token_formats(request.grant_tokens.as_deref())?;
         let length = match (request.key_spec.as_deref(), request.number_of_bytes) {
             (Some("AES_256"), None) => 32,
             (Some(_), None) => 16,
@@ -321,7 +327,7 @@ impl Call<'_> {
     ) -> KmsResult<Arc<KeyEntry>> {
         let facts = RequestFacts {
             encryption_context: Some(context),
-            request_alias: None,
+            ..RequestFacts::default()
         };
         self.target(op, key_id, Aliases::Accepted, facts)
     }
@@ -360,6 +366,7 @@ impl Call<'_> {
         let facts = RequestFacts {
             encryption_context: Some(context),
             request_alias: named.as_ref().and_then(|n| n.via_alias.as_deref()),
+            new_grant: None,
         };
         self.kms.authorize_key(self.ctx, action, &key, &facts)?;
         Operation::Decrypt.check_state(&key.record)?;

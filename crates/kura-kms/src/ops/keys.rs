@@ -190,6 +190,7 @@ impl Call<'_> {
     pub fn describe_key(&mut self, request: KeyRequest) -> KmsResult<KeyMetadataResponse> {
         let mut v = Validator::new();
         check_grant_tokens(&mut v, request.grant_tokens.as_deref());
+        super::grants::check_token_formats(request.grant_tokens.as_deref())?;
         let key = self.required_target(
             Operation::DescribeKey,
             &request.key_id,

@@ -3,6 +3,7 @@
 
 mod aliases;
 mod crypto;
+mod grants;
 mod keys;
 mod policy;
 mod rotation;
@@ -60,14 +61,11 @@ pub(crate) fn dispatch(
         Operation::TagResource => respond(&call.tag_resource(parse(body)?)?),
         Operation::UntagResource => respond(&call.untag_resource(parse(body)?)?),
         Operation::ListResourceTags => respond(&call.list_resource_tags(parse(body)?)?),
-        Operation::CreateGrant
-        | Operation::ListGrants
-        | Operation::ListRetirableGrants
-        | Operation::RetireGrant
-        | Operation::RevokeGrant => Err(KmsError::UnsupportedOperation(format!(
-            "{} is not available in this kura build yet.",
-            op.name()
-        ))),
+        Operation::CreateGrant => respond(&call.create_grant(parse(body)?)?),
+        Operation::ListGrants => respond(&call.list_grants(parse(body)?)?),
+        Operation::ListRetirableGrants => respond(&call.list_retirable_grants(parse(body)?)?),
+        Operation::RetireGrant => respond(&call.retire_grant(parse(body)?)?),
+        Operation::RevokeGrant => respond(&call.revoke_grant(parse(body)?)?),
     }
 }
 
