@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use kura_crypto::{RootKey, SecretBytes};
+use kura_crypto::RootKey;
 use kura_edge::{AuditDetails, CredentialResolver, RequestContext};
 use kura_iam::{ADMINISTRATOR_ACCESS, Iam};
 use kura_kms::{KeyEventKind, Kms, KmsError};
