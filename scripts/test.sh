@@ -10,9 +10,9 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-step "unit tests"
-cargo test --workspace --locked
 step "build the binary for the integration tests"
 cargo build --locked -p kura
+step "unit tests, and the AWS SDK for Rust against the real binary"
+KURA_BIN="$PWD/target/debug/kura" cargo test --workspace --locked
 step "integration tests (real kura, real clients)"
 KURA_BIN="$PWD/target/debug/kura" python3 -m pytest -q -p no:cacheprovider tests/python "$@"
