@@ -7,7 +7,9 @@
 set -euo pipefail
 
 purpose="${1:-run}"
-apt_packages=(ca-certificates gcc libc6-dev)
+# The database engines kura runs (PostgreSQL 15 and MariaDB, with their clients).
+engines=(postgresql-15 postgresql-client-15 mariadb-server mariadb-client)
+apt_packages=(ca-certificates gcc libc6-dev "${engines[@]}")
 pip_packages=()
 case "$purpose" in
   run) ;;

@@ -64,29 +64,28 @@ pub fn acceptor_from_pem(cert_file: &Path, key_file: &Path) -> Result<TlsAccepto
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Returns the generated CA and server certificate in `dir`, creating them on first use.
-/// The server certificate names `localhost`, `127.0.0.1`, `::1` and `extra_names`.
-pub fn ensure_generated(dir: &Path, extra_names: &[String]) -> Result<GeneratedTls, TlsError> {
-    let files = GeneratedTls {
-        ca_file: dir.join("ca.pem"),
-        cert_file: dir.join("server.pem"),
-        key_file: dir.join("server.key"),
-    };
-    if files.ca_file.exists() && files.cert_file.exists() && files.key_file.exists() {
-        return Ok(files);
-    }
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+/// A freshly generated local CA and a server certificate it signed, in PEM.
+pub struct GeneratedCertificate {
+    /// The CA certificate clients trust.
+    pub ca_pem: String,
+    /// The server certificate followed by the CA certificate (the chain to serve).
+    pub chain_pem: String,
+    pub key_pem: kura_crypto::SecretBytes,
+}
 
+/// Generates a local CA and a server certificate for `localhost`, `127.0.0.1`, `::1`
+/// and `extra_names`. Used for kura's own listener and for the databases it runs.
+pub fn generate_certificate(
+    common_name: &str,
+    extra_names: &[String],
+) -> Result<GeneratedCertificate, TlsError> {
+    let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(generate)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "kura local CA");
+        .push(rcgen::DnType::CommonName, format!("{common_name} local CA"));
     ca_params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
@@ -104,22 +103,36 @@ pub fn ensure_generated(dir: &Path, extra_names: &[String]) -> Result<GeneratedT
     let mut server_params = rcgen::CertificateParams::new(names).map_err(generate)?;
     server_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "kura");
+        .push(rcgen::DnType::CommonName, common_name);
     let server_cert = server_params
         .signed_by(&server_key, &issuer)
         .map_err(generate)?;
+    Ok(GeneratedCertificate {
+        ca_pem: ca_cert.pem(),
+        chain_pem: format!("{}{}", server_cert.pem(), ca_cert.pem()),
+        key_pem: kura_crypto::SecretBytes::new(server_key.serialize_pem().into_bytes()),
+    })
+}
 
-    write_file(&files.ca_file, ca_cert.pem().as_bytes(), 0o644)?;
-    write_file(
-        &files.cert_file,
-        format!("{}{}", server_cert.pem(), ca_cert.pem()).as_bytes(),
-        0o644,
-    )?;
-    write_file(
-        &files.key_file,
-        server_key.serialize_pem().as_bytes(),
-        0o600,
-    )?;
+/// Returns the generated CA and server certificate in `dir`, creating them on first use.
+/// The server certificate names `localhost`, `127.0.0.1`, `::1` and `extra_names`.
+pub fn ensure_generated(dir: &Path, extra_names: &[String]) -> Result<GeneratedTls, TlsError> {
+    let files = GeneratedTls {
+        ca_file: dir.join("ca.pem"),
+        cert_file: dir.join("server.pem"),
+        key_file: dir.join("server.key"),
+    };
+    if files.ca_file.exists() && files.cert_file.exists() && files.key_file.exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let generated = generate_certificate("kura", extra_names)?;
+    write_file(&files.ca_file, generated.ca_pem.as_bytes(), 0o644)?;
+    write_file(&files.cert_file, generated.chain_pem.as_bytes(), 0o644)?;
+    write_file(&files.key_file, generated.key_pem.expose(), 0o600)?;
     Ok(files)
 }
 

@@ -1,0 +1,160 @@
+//! A running engine process: readiness, liveness, and the two ways to stop it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::system::SystemUser;
+use crate::{EngineError, EngineFamily, accepts_connections, io_error};
+
+/// How to stop an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// A clean shutdown: sessions are closed, data flushed (PostgreSQL "fast", MariaDB
+    /// SIGTERM).
+    Clean,
+    /// Now: the engine's storage is going away (its key was disabled). PostgreSQL
+    /// "immediate" (SIGQUIT, crash recovery at next start), MariaDB SIGKILL.
+    Immediate,
+}
+
+/// A started engine server.
+pub struct EngineProcess {
+    family: EngineFamily,
+    child: tokio::process::Child,
+    pid: u32,
+    port: u16,
+}
+
+impl EngineProcess {
+    /// Spawns `program` as `user` with its output appended to `log`.
+    pub(crate) fn spawn(
+        family: EngineFamily,
+        user: Option<SystemUser>,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        port: u16,
+    ) -> Result<Self, EngineError> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(io_error(format!("opening {}", log.display())))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(io_error(format!("opening {}", log.display())))?;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir("/")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_file))
+            .stderr(Stdio::from(log_err));
+        if let Some(user) = user {
+            command.uid(user.uid).gid(user.gid);
+        }
+        let child = command
+            .spawn()
+            .map_err(io_error(format!("starting {}", program.display())))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| EngineError::Exited("the engine exited as it started".into()))?;
+        Ok(Self {
+            family,
+            child,
+            pid,
+            port,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits until the engine accepts connections, failing early if it exits.
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<(), EngineError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(EngineError::Exited(status.to_string()));
+            }
+            if is_ready(self.family, self.port).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(EngineError::NotReady(timeout))
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the engine and waits for it to exit; escalates to SIGKILL if a clean stop
+    /// takes longer than `grace`.
+    pub async fn stop(mut self, mode: StopMode, grace: Duration) -> Result<(), EngineError> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        let signal = match (self.family, mode) {
+            (EngineFamily::Postgres, StopMode::Clean) => "INT",
+            (EngineFamily::Postgres, StopMode::Immediate) => "QUIT",
+            (EngineFamily::MariaDb, StopMode::Clean) => "TERM",
+            (EngineFamily::MariaDb, StopMode::Immediate) => "KILL",
+        };
+        send_signal(self.pid, signal).await?;
+        if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+            return Ok(());
+        }
+        tracing::warn!(
+            pid = self.pid,
+            "engine did not stop in {grace:?}; killing it"
+        );
+        self.child
+            .kill()
+            .await
+            .map_err(io_error(format!("killing engine {}", self.pid)))
+    }
+}
+
+/// Whether the engine serves queries (not merely accepts TCP connections: PostgreSQL
+/// accepts them while crash recovery still runs, and refuses logins until it is done).
+pub async fn is_ready(family: EngineFamily, port: u16) -> bool {
+    if !accepts_connections(port).await {
+        return false;
+    }
+    match family {
+        EngineFamily::Postgres => crate::postgres::is_ready(port).await,
+        // mariadbd opens its port only once recovery is over.
+        EngineFamily::MariaDb => true,
+    }
+}
+
+/// Sends a signal with the system's `kill` (keeps `unsafe` out of this crate).
+pub(crate) async fn send_signal(pid: u32, signal: &str) -> Result<(), EngineError> {
+    let status = tokio::process::Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .map_err(io_error("running kill"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(EngineError::Command {
+            command: format!("kill -s {signal} {pid}"),
+            status: status.to_string(),
+            output: String::new(),
+        })
+    }
+}
