@@ -89,10 +89,45 @@ def bodies(client, key_id):
     }
 
 
-def measure(name, endpoint, key_id, secret, client, args, workdir):
+def heavy_authorization(server, client, key):
+    """A 20-statement key policy and 10 attached identity policies for the bench user
+    (AdministratorAccess and 9 customer managed ones),
+    every statement a realistic one that does not match before the last (so all are
+    evaluated)."""
+    account = "111111111111"
+    user = f"arn:aws:iam::{account}:user/administrator"
+    statements = [{"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                   "Action": "kms:*", "Resource": "*"}]
+    for i in range(18):
+        statements.append({"Sid": f"Other{i}", "Effect": "Allow", "Principal": {"AWS": user},
+                           "Action": ["kms:Decrypt", "kms:ReEncrypt*"], "Resource": "*",
+                           "Condition": {"StringEquals": {f"kms:EncryptionContext:app{i}": f"value{i}"}}})
+    statements.append({"Sid": "DenyOutsideHours", "Effect": "Deny", "Principal": {"AWS": "*"},
+                       "Action": "kms:*", "Resource": "*",
+                       "Condition": {"DateLessThan": {"aws:CurrentTime": "2001-01-01T00:00:00Z"}}})
+    client.put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(
+        {"Version": "2012-10-17", "Statement": statements}))
+    iam = server.client("iam")
+    # AdministratorAccess is already attached; 9 more make the 10 AWS allows per user.
+    for i in range(9):
+        document = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": [f"kms:Describe*", "kms:List*"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "kms:ScheduleKeyDeletion", "Resource": f"arn:aws:kms:*:{account}:key/*",
+             "Condition": {"StringLike": {"aws:username": f"intern-{i}*"}}},
+            {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:GenerateDataKey*"], "Resource": "*",
+             "Condition": {"IpAddress": {"aws:SourceIp": ["127.0.0.0/8", "10.0.0.0/8"]}}}]}
+        arn = iam.create_policy(PolicyName=f"bench-{i}", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="administrator", PolicyArn=arn)
+
+
+def measure(name, endpoint, key_id, secret, client, args, workdir, prepare=None):
     results = {}
     key = client.create_key(Description="bench")["KeyMetadata"]["KeyId"]
+    if prepare:
+        prepare(key)
     for operation, body in bodies(client, key).items():
+        if args.encrypt_only and operation != "Encrypt":
+            continue
         samples = []
         for _ in range(args.runs):
             prepared = signed_request(endpoint, key_id, secret, f"TrentService.{operation}", body)
@@ -115,6 +150,9 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-moto", action="store_true")
+    parser.add_argument("--authz", action="store_true",
+                        help="also measure with a 20-statement key policy and 10 attached identity policies")
+    parser.add_argument("--encrypt-only", action="store_true")
     args = parser.parse_args()
     if not KURA_RELEASE.exists():
         sys.exit("build first: cargo build --release -p kura")
@@ -128,8 +166,13 @@ def main():
     server = KuraServer(workdir / "kura", extra_args=["--log-format", "text"])
     _, _, key_id, secret, _ = USERS["admin_a"]
     print(f"machine: {os.cpu_count()} cpus; wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of {args.runs} runs")
+    heavy = None
     try:
         kura = measure("kura", server.endpoint, key_id, secret, server.client("kms"), args, workdir)
+        if args.authz:
+            client = server.client("kms")
+            heavy = measure("kura+authz", server.endpoint, key_id, secret, client, args, workdir,
+                            prepare=lambda key: heavy_authorization(server, client, key))
     finally:
         server.stop()
 
@@ -152,6 +195,13 @@ def main():
         finally:
             moto_process.terminate()
             moto_process.wait()
+
+    if heavy:
+        print("\n| operation | default policies req/s | 20-statement key policy + 10 identity policies req/s | change |")
+        print("|---|---|---|---|")
+        for operation, (rps, _, _, _) in heavy.items():
+            base = kura[operation][0]
+            print(f"| {operation} | {base:.0f} | {rps:.0f} | {100 * (rps - base) / base:+.1f}% |")
 
     print("\n| operation | kura req/s | kura p50 ms | kura p99 ms | moto req/s | moto p50 ms | moto p99 ms | kura/moto |")
     print("|---|---|---|---|---|---|---|---|")

@@ -9,7 +9,9 @@ set -euo pipefail
 purpose="${1:-run}"
 # The database engines kura runs (PostgreSQL 15 and MariaDB, with their clients).
 engines=(postgresql-15 postgresql-client-15 mariadb-server mariadb-client)
-apt_packages=(ca-certificates gcc libc6-dev "${engines[@]}")
+# FUSE, for the encrypted volumes the databases live on.
+volumes=(fuse3)
+apt_packages=(ca-certificates gcc libc6-dev "${engines[@]}" "${volumes[@]}")
 pip_packages=()
 case "$purpose" in
   run) ;;

@@ -3,7 +3,8 @@
 //! Owns: the root key that wraps all key material at rest ([`RootKey`]), KMS backing keys
 //! and the versioned KMS ciphertext format ([`BackingKey`], [`ciphertext`]), the canonical
 //! encoding of encryption contexts ([`EncryptionContext`]), random numbers, hashes and MACs
-//! for the other crates (SigV4 needs HMAC-SHA256), and [`SecretBytes`], the type every piece
+//! for the other crates (SigV4 needs HMAC-SHA256), Ed25519 signatures ([`SigningKey`], for
+//! the audit trail's digests), and [`SecretBytes`], the type every piece
 //! of plaintext key material lives in.
 //!
 //! Must not: log, print, persist or `Debug`-format plaintext secrets; know about accounts,
@@ -18,6 +19,8 @@ mod digest;
 mod keys;
 mod root;
 mod secret;
+mod signing;
+pub mod volume;
 
 pub use ciphertext::{CIPHERTEXT_OVERHEAD, CiphertextHeader};
 pub use context::EncryptionContext;
@@ -25,6 +28,9 @@ pub use digest::{constant_time_eq, hmac_sha256, sha256, sha256_hex};
 pub use keys::BackingKey;
 pub use root::{RootKey, RootKeyError};
 pub use secret::SecretBytes;
+pub use signing::{
+    PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, public_key_fingerprint, verify_ed25519,
+};
 
 /// Every way a cryptographic operation can fail. Deliberately coarse: a caller must not be
 /// able to learn *why* an authenticated decryption failed.

@@ -50,6 +50,12 @@ impl ApiError {
         )
     }
 
+    /// A server fault whose detail goes to the log (with `code`), never to the caller.
+    pub fn internal_logged(code: &'static str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, code, "internal error");
+        Self::internal(code)
+    }
+
     pub fn is_server_fault(&self) -> bool {
         self.status >= 500
     }

@@ -26,5 +26,5 @@ pub use metrics::Metrics;
 pub use server::{Edge, EdgeBuilder, MAX_BODY_BYTES, serve};
 pub use service::{
     AuditDetails, AuditEvent, AuditResource, AuditSink, JsonService, LogAuditSink, QueryParams,
-    QueryService,
+    QueryService, ServiceEvent,
 };

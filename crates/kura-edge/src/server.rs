@@ -184,7 +184,9 @@ impl Edge {
     fn detect_protocol(&self, parts: &RequestParts<'_>) -> Result<Protocol, ApiError> {
         if let Some(target) = parts.headers.get("x-amz-target") {
             let target = target.to_str().unwrap_or_default();
-            let Some((prefix, operation)) = target.split_once('.') else {
+            // SDKs send either `Prefix.Operation` or a namespaced prefix such as
+            // `com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents`.
+            let Some((prefix, operation)) = target.rsplit_once('.') else {
                 return Err(ApiError::client("UnknownOperationException", ""));
             };
             return Ok(Protocol::Json {
@@ -224,7 +226,13 @@ impl Edge {
         operation: &str,
         started: Instant,
     ) -> Response<Full<Bytes>> {
-        let Some(service) = self.json_services.get(prefix).cloned() else {
+        let short_prefix = prefix.rsplit_once('.').map_or(prefix, |(_, short)| short);
+        let Some(service) = self
+            .json_services
+            .get(prefix)
+            .or_else(|| self.json_services.get(short_prefix))
+            .cloned()
+        else {
             let error = ApiError::client("UnknownOperationException", "");
             return json_error(&request_id, &error);
         };

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use kura_types::{Region, Timestamp};
+
 use crate::{ApiError, RequestContext};
 
 /// A service speaking the AWS JSON 1.1 protocol (`X-Amz-Target: <Prefix>.<Operation>`).
@@ -96,11 +98,42 @@ pub struct AuditEvent {
     pub details: AuditDetails,
 }
 
+/// An event that kura originates on its own, with no caller: KMS rotating a key on
+/// schedule (`RotateKey`) or deleting a key whose waiting period ended (`DeleteKey`).
+/// CloudTrail records these as `AwsServiceEvent`s invoked by `AWS Internal`.
+#[derive(Clone, Debug)]
+pub struct ServiceEvent {
+    /// The account the event belongs to (the key owner).
+    pub account: String,
+    pub region: Region,
+    pub time: Timestamp,
+    /// e.g. `kms.amazonaws.com`.
+    pub event_source: &'static str,
+    /// e.g. `RotateKey`, `DeleteKey`.
+    pub event_name: String,
+    pub resources: Vec<AuditResource>,
+    /// `serviceEventDetails`, e.g. `{"keyId": "1234abcd-..."}`.
+    pub service_event_details: Option<serde_json::Value>,
+    pub read_only: bool,
+}
+
 /// Where audit events go. A failure to record fails the call (the caller sees a server
 /// error), so no acknowledged call is ever missing from the trail.
 #[async_trait]
 pub trait AuditSink: Send + Sync + 'static {
     async fn record(&self, event: AuditEvent) -> Result<(), ApiError>;
+
+    /// Records an event kura made on its own ([`ServiceEvent`]). The default only logs it,
+    /// for sinks that keep no trail.
+    async fn record_service_event(&self, event: ServiceEvent) -> Result<(), ApiError> {
+        tracing::debug!(
+            account = %event.account,
+            event = %event.event_name,
+            source = event.event_source,
+            "audit service event"
+        );
+        Ok(())
+    }
 }
 
 /// An audit sink that only writes a structured log line.

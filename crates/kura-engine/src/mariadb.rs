@@ -112,6 +112,7 @@ pub(crate) async fn start(
     system::require("mariadbd (mariadb-server)", &server)?;
     let user = system::lookup_user(EngineFamily::MariaDb.system_user())?;
     system::make_owned_dir(&config.run_dir, user, 0o750)?;
+    crate::process::end_stale(&config.run_dir.join("mysqld.pid"), "mariadbd").await;
     let mut args = vec![
         "--no-defaults".to_owned(),
         format!("--datadir={}", config.data_dir.display()),

@@ -139,6 +139,35 @@ pub async fn is_ready(family: EngineFamily, port: u16) -> bool {
     }
 }
 
+/// Ends an engine left running by an earlier kura process that died (kill -9): the pid
+/// recorded in `pid_file` is stopped if it is alive and still that engine. Without this,
+/// PostgreSQL refuses to start ("another server might be running") and the port is taken.
+pub(crate) async fn end_stale(pid_file: &Path, program_name: &str) {
+    let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|text| {
+        text.lines()
+            .next()
+            .and_then(|line| line.trim().parse::<u32>().ok())
+    }) else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains(program_name) {
+        return;
+    }
+    tracing::warn!(
+        pid,
+        program = program_name,
+        "ending an engine left over by an earlier kura process"
+    );
+    let _ = send_signal(pid, "KILL").await;
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends a signal with the system's `kill` (keeps `unsafe` out of this crate).
 pub(crate) async fn send_signal(pid: u32, signal: &str) -> Result<(), EngineError> {
     let status = tokio::process::Command::new("kill")

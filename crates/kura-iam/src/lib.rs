@@ -1,71 +1,62 @@
-//! kura's identities: accounts, users, access keys, and the identity policies attached to
-//! them.
+//! kura's identities: accounts, users, access keys, roles, sessions, managed and inline
+//! policies, and the IAM and STS APIs that manage them.
 //!
-//! Owns: the IAM records in the store, the secret access keys (wrapped by the root key at
-//! rest), the in-memory credential table the edge authenticates every request against
-//! ([`kura_edge::CredentialResolver`]), and the identity-based policies a principal
-//! carries ([`Iam::identity_policies`]), which every service's authorization consults.
+//! Owns: the IAM records in the store, the secret access keys and session credentials
+//! (wrapped by the root key at rest), the in-memory credential table the edge
+//! authenticates every request against ([`kura_edge::CredentialResolver`]), the
+//! identity-based policies a principal carries ([`Iam::identity_policies`]), which every
+//! service's authorization consults, and the AWS Query APIs `iam` ([`IamService`]) and
+//! `sts` ([`StsService`]).
 //!
 //! Must not: decide any other service's authorization (services ask for policies and
 //! evaluate them with `kura-policy`), or keep a secret in plaintext outside memory.
+//!
+//! Every change goes through [`Iam::apply`]: it is computed on a copy of the state,
+//! written to the store in one transaction, and only then published.
 
+mod authz;
+mod error;
+mod iam_api;
 mod managed;
 mod model;
+mod names;
+mod query;
+mod state;
+mod sts_api;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use base64::Engine as _;
 use kura_crypto::{RootKey, SecretBytes};
-use kura_edge::{Caller, Credential, CredentialResolver, IdentityType};
+use kura_edge::{Credential, CredentialResolver};
 use kura_policy::{PolicyDocument, Principal, PrincipalKind, PrincipalRef};
-use kura_store::{Store, StoreError};
+use kura_store::Store;
 use kura_types::{AccountId, Clock, Timestamp};
 
+pub use error::IamError;
+pub use iam_api::IamService;
 pub use managed::{ADMINISTRATOR_ACCESS, READ_ONLY_ACCESS};
-use model::{ACCESS_KEYS, ACCOUNTS, AccessKeyRecord, AccountRecord, KeyStatus, USERS, UserRecord};
+pub use sts_api::StsService;
 
-#[derive(Debug, thiserror::Error)]
-pub enum IamError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(
-        "the root key cannot unwrap the secret of access key {0}: was the data directory started with another root key?"
-    )]
-    Unwrap(String),
-    #[error("unknown managed policy {0}")]
-    UnknownPolicy(String),
-    #[error("no such account {0}")]
-    NoSuchAccount(String),
-    #[error("no such user {0}")]
-    NoSuchUser(String),
-    #[error("access key {0} already belongs to another user")]
-    AccessKeyInUse(String),
-    #[error("invalid name: {0}")]
-    InvalidName(String),
-    #[error("crypto failure: {0}")]
-    Crypto(#[from] kura_crypto::CryptoError),
-}
+use model::{
+    ACCESS_KEYS, ACCOUNTS, AccessKeyRecord, AccountRecord, KeyStatus, POLICIES, PolicyRecord,
+    ROLES, RoleRecord, SESSIONS, SessionRecord, USERS, UserRecord,
+};
+use state::{Draft, IamState, PolicyEntry, RoleEntry, name_key};
 
 type PolicySet = Arc<Vec<Arc<PolicyDocument>>>;
 
-/// The in-memory view of the IAM records, rebuilt from the store at start and kept in step
-/// with every write.
-#[derive(Default)]
-struct IamState {
-    credentials: HashMap<String, Arc<Credential>>,
-    /// Identity policies by principal ARN.
-    policies: HashMap<String, PolicySet>,
-    accounts: HashMap<String, AccountRecord>,
-    users: HashMap<String, UserRecord>,
-}
+/// How long an expired session is remembered, so that its callers are told
+/// `ExpiredToken` rather than that the key is unknown.
+const SESSION_RETENTION_MILLIS: i64 = 12 * 3600 * 1000;
 
 /// The IAM service.
 pub struct Iam {
     store: Arc<Store>,
     root_key: Arc<RootKey>,
     clock: Arc<dyn Clock>,
-    state: RwLock<IamState>,
+    state: RwLock<Arc<IamState>>,
+    /// Serializes changes: one draft at a time.
+    writer: Mutex<()>,
 }
 
 impl Iam {
@@ -79,18 +70,23 @@ impl Iam {
             store,
             root_key,
             clock,
-            state: RwLock::new(IamState::default()),
+            state: RwLock::new(Arc::new(IamState::default())),
+            writer: Mutex::new(()),
         };
         iam.reload()?;
         Ok(iam)
     }
 
     fn reload(&self) -> Result<(), IamError> {
-        let (accounts, users, keys) = self.store.read(|r| {
+        let now = self.clock.now();
+        let (accounts, users, keys, roles, policies, sessions) = self.store.read(|r| {
             Ok::<_, IamError>((
                 r.scan_all::<AccountRecord>(ACCOUNTS, "")?,
                 r.scan_all::<UserRecord>(USERS, "")?,
                 r.scan_all::<AccessKeyRecord>(ACCESS_KEYS, "")?,
+                r.scan_all::<RoleRecord>(ROLES, "")?,
+                r.scan_all::<PolicyRecord>(POLICIES, "")?,
+                r.scan_all::<SessionRecord>(SESSIONS, "")?,
             ))
         })?;
         let mut state = IamState::default();
@@ -99,127 +95,179 @@ impl Iam {
         }
         for (_, user) in users {
             state
-                .policies
-                .insert(user.arn(), managed::policy_set(&user.attached_policies)?);
-            state.users.insert(user.arn(), user);
+                .users
+                .insert(name_key(&user.account, &user.name), user);
+        }
+        for (_, policy) in policies {
+            let document = policy
+                .default_document()
+                .map(|v| v.document.as_str())
+                .unwrap_or_default();
+            let document = authz::parse_identity_policy(document).map_err(|e| {
+                IamError::Internal(format!(
+                    "stored policy {} does not parse: {e}",
+                    policy.arn()
+                ))
+            })?;
+            state.policies.insert(
+                name_key(&policy.account, &policy.name),
+                PolicyEntry {
+                    record: policy,
+                    document: Arc::new(document),
+                },
+            );
+        }
+        for (_, role) in roles {
+            let trust = authz::parse_trust_policy(&role.trust_policy).map_err(|e| {
+                IamError::Internal(format!(
+                    "stored trust policy of {} does not parse: {e}",
+                    role.arn()
+                ))
+            })?;
+            state.roles.insert(
+                name_key(&role.account, &role.name),
+                RoleEntry {
+                    record: role,
+                    trust: Arc::new(trust),
+                },
+            );
         }
         for (_, key) in keys {
-            if key.status != KeyStatus::Active {
-                continue;
-            }
-            let Some(user) = state.users.get(&user_arn(&key.account, &key.user_name)) else {
-                continue;
-            };
-            let credential = self.credential_for(user, &key)?;
-            state
-                .credentials
-                .insert(key.access_key_id.clone(), Arc::new(credential));
+            state.access_keys.insert(key.access_key_id.clone(), key);
         }
-        *self.write_state() = state;
+        let cutoff = now.plus_millis(-SESSION_RETENTION_MILLIS);
+        let mut expired = Vec::new();
+        for (id, session) in sessions {
+            if session.expires < cutoff {
+                expired.push(id);
+            } else {
+                state.sessions.insert(id, session);
+            }
+        }
+        state.rebuild(&self.root_key)?;
+        if !expired.is_empty() {
+            self.store.write(|w| {
+                for id in &expired {
+                    w.delete(SESSIONS, id)?;
+                }
+                Ok::<_, IamError>(())
+            })?;
+        }
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
         Ok(())
     }
 
-    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, IamState> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+    /// The current state; cheap (one reference count).
+    fn snapshot(&self) -> Arc<IamState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, IamState> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn credential_for(
+    /// Makes one change: `body` edits a draft of the state; its writes are committed in
+    /// one store transaction, and the draft becomes the state only after the commit.
+    /// Nothing is written or published if `body` fails.
+    fn apply<T>(
         &self,
-        user: &UserRecord,
-        key: &AccessKeyRecord,
-    ) -> Result<Credential, IamError> {
-        let wrapped = base64::engine::general_purpose::STANDARD
-            .decode(&key.wrapped_secret)
-            .map_err(|_| IamError::Unwrap(key.access_key_id.clone()))?;
-        let secret = self
-            .root_key
-            .unwrap(&secret_label(&key.access_key_id), &wrapped)
-            .map_err(|_| IamError::Unwrap(key.access_key_id.clone()))?;
-        Ok(Credential {
-            secret,
-            session_token: None,
-            expires: None,
-            caller: Arc::new(Caller {
-                principal: user.principal(),
-                identity_type: IdentityType::IamUser,
-                access_key_id: key.access_key_id.clone(),
-                session: None,
-            }),
-        })
+        body: impl FnOnce(&mut Draft<'_>) -> Result<T, IamError>,
+    ) -> Result<T, IamError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        let mut draft = Draft::new((*self.snapshot()).clone(), &self.root_key, now);
+        draft.drop_sessions_expired_before(now.plus_millis(-SESSION_RETENTION_MILLIS));
+        let value = body(&mut draft)?;
+        if !draft.is_unchanged() {
+            self.store.write(|w| draft.write_to(w))?;
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(draft.into_state());
+        }
+        Ok(value)
     }
 
     /// Creates the account if it does not exist yet.
     pub fn ensure_account(&self, account: &AccountId) -> Result<(), IamError> {
-        if self.read_state().accounts.contains_key(account.as_str()) {
+        if self.account_exists(account.as_str()) {
             return Ok(());
         }
-        let record = AccountRecord {
-            id: account.as_str().to_owned(),
-            created: self.clock.now(),
-        };
-        self.store
-            .write(|w| w.put(ACCOUNTS, &record.id, &record).map_err(IamError::from))?;
-        self.write_state()
-            .accounts
-            .insert(record.id.clone(), record);
-        Ok(())
+        self.apply(|draft| {
+            if draft.state.accounts.contains_key(account.as_str()) {
+                return Ok(());
+            }
+            draft.put_account(AccountRecord {
+                id: account.as_str().to_owned(),
+                created: draft.now,
+            })
+        })
     }
 
     pub fn account_exists(&self, account: &str) -> bool {
-        self.read_state().accounts.contains_key(account)
+        self.snapshot().accounts.contains_key(account)
     }
 
     /// Ids of every account this server knows.
     pub fn accounts(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.read_state().accounts.keys().cloned().collect();
-        ids.sort();
-        ids
+        self.snapshot().accounts.keys().cloned().collect()
     }
 
-    /// Creates the user if missing and sets its attached managed policies to exactly
-    /// `policy_arns` (the declarative form the configuration file uses).
+    /// Creates the user if missing and applies the managed policies the configuration
+    /// declares for it (`policy_arns`, the declarative form the configuration file uses):
+    /// policies newly declared are attached, policies no longer declared are detached, and
+    /// attachments made through the IAM API are left alone.
     pub fn ensure_user(
         &self,
         account: &AccountId,
         name: &str,
         policy_arns: &[String],
     ) -> Result<(), IamError> {
-        validate_user_name(name)?;
-        let policies = managed::policy_set(policy_arns)?;
-        let arn = user_arn(account.as_str(), name);
-        let existing = self.read_state().users.get(&arn).cloned();
-        if !self.account_exists(account.as_str()) {
-            return Err(IamError::NoSuchAccount(account.to_string()));
-        }
-        let record = match existing {
-            Some(mut user) => {
-                if user.attached_policies == policy_arns {
-                    return Ok(());
-                }
-                user.attached_policies = policy_arns.to_vec();
-                user
+        names::check_name(name, "userName", 64)
+            .map_err(|e| IamError::InvalidName(format!("'{name}': {e}")))?;
+        let account = account.as_str();
+        self.apply(|draft| {
+            if !draft.state.accounts.contains_key(account) {
+                return Err(IamError::NoSuchAccount(account.to_owned()));
             }
-            None => UserRecord {
-                account: account.as_str().to_owned(),
-                name: name.to_owned(),
-                path: "/".to_owned(),
-                user_id: model::new_unique_id("AIDA")?,
-                created: self.clock.now(),
-                attached_policies: policy_arns.to_vec(),
-            },
-        };
-        self.store.write(|w| {
-            w.put(USERS, &record.store_key(), &record)
-                .map_err(IamError::from)
-        })?;
-        let mut state = self.write_state();
-        state.policies.insert(arn.clone(), policies);
-        state.users.insert(arn, record);
-        Ok(())
+            if let Some(arn) = policy_arns
+                .iter()
+                .find(|arn| draft.state.managed_document(arn).is_none())
+            {
+                return Err(IamError::UnknownPolicy(arn.clone()));
+            }
+            let mut declared: Vec<String> = Vec::with_capacity(policy_arns.len());
+            for arn in policy_arns {
+                if !declared.contains(arn) {
+                    declared.push(arn.clone());
+                }
+            }
+            let record = match draft.state.user(account, name).cloned() {
+                Some(mut user) => {
+                    let before = user
+                        .declared_policies
+                        .clone()
+                        .unwrap_or_else(|| user.attached_policies.clone());
+                    if user.declared_policies.is_some() && before == declared {
+                        return Ok(());
+                    }
+                    user.attached_policies
+                        .retain(|arn| !before.contains(arn) || declared.contains(arn));
+                    for arn in &declared {
+                        if !user.attached_policies.contains(arn) {
+                            user.attached_policies.push(arn.clone());
+                        }
+                    }
+                    user.declared_policies = Some(declared);
+                    user
+                }
+                None => UserRecord {
+                    account: account.to_owned(),
+                    name: name.to_owned(),
+                    path: "/".to_owned(),
+                    user_id: model::new_unique_id("AIDA")?,
+                    created: draft.now,
+                    attached_policies: declared.clone(),
+                    inline_policies: Default::default(),
+                    tags: Vec::new(),
+                    declared_policies: Some(declared),
+                },
+            };
+            draft.put_user(record)
+        })
     }
 
     /// Installs an access key with a known secret for a user (configuration-declared keys).
@@ -231,41 +279,38 @@ impl Iam {
         access_key_id: &str,
         secret: &SecretBytes,
     ) -> Result<(), IamError> {
-        let arn = user_arn(account.as_str(), user_name);
-        let user = self
-            .read_state()
-            .users
-            .get(&arn)
-            .cloned()
-            .ok_or_else(|| IamError::NoSuchUser(arn.clone()))?;
-        if let Some(existing) = self.read_state().credentials.get(access_key_id) {
-            if existing.caller.principal.arn != arn {
+        let account = account.as_str();
+        self.apply(|draft| {
+            let user = draft
+                .state
+                .user(account, user_name)
+                .ok_or_else(|| {
+                    IamError::NoSuchUser(format!("arn:aws:iam::{account}:user/{user_name}"))
+                })?
+                .clone();
+            if draft.state.sessions.contains_key(access_key_id) {
                 return Err(IamError::AccessKeyInUse(access_key_id.to_owned()));
             }
-            if existing.secret == *secret {
-                return Ok(());
+            let mut created = draft.now;
+            if let Some(existing) = draft.state.access_keys.get(access_key_id) {
+                if existing.account != account
+                    || names::fold(&existing.user_name) != names::fold(&user.name)
+                {
+                    return Err(IamError::AccessKeyInUse(access_key_id.to_owned()));
+                }
+                let same_secret = draft
+                    .state
+                    .credentials
+                    .get(access_key_id)
+                    .is_some_and(|c| c.secret == *secret);
+                if same_secret && existing.status == KeyStatus::Active {
+                    return Ok(());
+                }
+                created = existing.created;
             }
-        }
-        let wrapped = self
-            .root_key
-            .wrap(&secret_label(access_key_id), secret.expose())?;
-        let record = AccessKeyRecord {
-            access_key_id: access_key_id.to_owned(),
-            account: account.as_str().to_owned(),
-            user_name: user_name.to_owned(),
-            wrapped_secret: base64::engine::general_purpose::STANDARD.encode(wrapped),
-            status: KeyStatus::Active,
-            created: self.clock.now(),
-        };
-        self.store.write(|w| {
-            w.put(ACCESS_KEYS, access_key_id, &record)
-                .map_err(IamError::from)
-        })?;
-        let credential = self.credential_for(&user, &record)?;
-        self.write_state()
-            .credentials
-            .insert(access_key_id.to_owned(), Arc::new(credential));
-        Ok(())
+            let record = new_access_key_record(draft, &user, access_key_id, secret, created)?;
+            draft.put_access_key(record)
+        })
     }
 
     /// Creates a new random access key for a user and returns its id and secret.
@@ -282,44 +327,36 @@ impl Iam {
 
     /// Active access key ids of a user.
     pub fn access_keys_of(&self, account: &AccountId, user_name: &str) -> Vec<String> {
-        let arn = user_arn(account.as_str(), user_name);
         let mut ids: Vec<String> = self
-            .read_state()
-            .credentials
-            .iter()
-            .filter(|(_, c)| c.caller.principal.arn == arn)
-            .map(|(id, _)| id.clone())
+            .snapshot()
+            .keys_of(account.as_str(), user_name)
+            .into_iter()
+            .filter(|k| k.status == KeyStatus::Active)
+            .map(|k| k.access_key_id.clone())
             .collect();
         ids.sort();
         ids
     }
 
-    /// The identity-based policies in force for `principal` (empty for unknown ones).
+    /// The identity-based policies in force for `principal` (empty for unknown ones): a
+    /// user's attached and inline policies; for a role session, its role's.
     pub fn identity_policies(&self, principal: &Principal) -> PolicySet {
-        let key = match &principal.kind {
-            PrincipalKind::AssumedRole { role_arn, .. } => role_arn.as_str(),
-            _ => principal.arn.as_str(),
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let found = match &principal.kind {
+            PrincipalKind::AssumedRole { role_arn, .. } => state
+                .in_force
+                .get(role_arn)
+                .filter(|f| principal.user_id.split(':').next() == Some(f.unique_id.as_str())),
+            _ => state.in_force.get(&principal.arn),
         };
-        self.read_state()
-            .policies
-            .get(key)
-            .cloned()
-            .unwrap_or_default()
+        found.map(|f| f.policies.clone()).unwrap_or_default()
     }
 
     /// Whether a principal named in a policy exists on this server, as AWS requires of
     /// the principals of key and trust policies: a known account, user or role. Sessions
     /// and federated users are accepted as AWS accepts them.
     pub fn knows(&self, reference: &PrincipalRef) -> bool {
-        let state = self.read_state();
-        match reference {
-            PrincipalRef::Everyone
-            | PrincipalRef::AssumedRoleSession { .. }
-            | PrincipalRef::FederatedUser { .. } => true,
-            PrincipalRef::Account { account } => state.accounts.contains_key(account),
-            PrincipalRef::User { arn } => state.users.contains_key(arn),
-            PrincipalRef::Role { .. } => false,
-        }
+        self.snapshot().knows(reference)
     }
 
     pub fn now(&self) -> Timestamp {
@@ -327,100 +364,50 @@ impl Iam {
     }
 }
 
-impl CredentialResolver for Iam {
-    fn resolve(&self, access_key_id: &str) -> Option<Arc<Credential>> {
-        self.read_state().credentials.get(access_key_id).cloned()
+impl IamState {
+    pub(crate) fn knows(&self, reference: &PrincipalRef) -> bool {
+        match reference {
+            PrincipalRef::Everyone
+            | PrincipalRef::AssumedRoleSession { .. }
+            | PrincipalRef::FederatedUser { .. } => true,
+            PrincipalRef::Account { account } => self.accounts.contains_key(account),
+            PrincipalRef::User { arn } => self.user_by_arn(arn).is_some(),
+            PrincipalRef::Role { arn } => self.role_by_arn(arn).is_some(),
+        }
     }
 }
 
-fn user_arn(account: &str, name: &str) -> String {
-    format!("arn:aws:iam::{account}:user/{name}")
+/// An active access key record for `user`, its secret wrapped by the root key.
+fn new_access_key_record(
+    draft: &Draft<'_>,
+    user: &UserRecord,
+    access_key_id: &str,
+    secret: &SecretBytes,
+    created: Timestamp,
+) -> Result<AccessKeyRecord, IamError> {
+    let wrapped = draft
+        .root_key()
+        .wrap(&state::access_key_label(access_key_id), secret.expose())?;
+    Ok(AccessKeyRecord {
+        access_key_id: access_key_id.to_owned(),
+        account: user.account.clone(),
+        user_name: user.name.clone(),
+        wrapped_secret: state::b64_encode(&wrapped),
+        status: KeyStatus::Active,
+        created,
+    })
 }
 
-fn secret_label(access_key_id: &str) -> Vec<u8> {
-    format!("kura/iam/access-key/{access_key_id}").into_bytes()
-}
-
-/// IAM user names: 1-64 of `[\w+=,.@-]`.
-fn validate_user_name(name: &str) -> Result<(), IamError> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        Err(IamError::InvalidName(format!(
-            "'{name}': user names are 1-64 characters of letters, digits and _+=,.@-"
-        )))
+impl CredentialResolver for Iam {
+    fn resolve(&self, access_key_id: &str) -> Option<Arc<Credential>> {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .credentials
+            .get(access_key_id)
+            .cloned()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use kura_types::SystemClock;
-
-    fn iam() -> Iam {
-        let store = Arc::new(Store::in_memory().unwrap());
-        let root = Arc::new(RootKey::from_secret(&SecretBytes::zeroed(32)).unwrap());
-        Iam::open(store, root, Arc::new(SystemClock)).unwrap()
-    }
-
-    #[test]
-    fn users_and_keys_resolve_to_callers() {
-        let iam = iam();
-        let account = AccountId::parse("111122223333").unwrap();
-        iam.ensure_account(&account).unwrap();
-        iam.ensure_user(&account, "alice", &[ADMINISTRATOR_ACCESS.to_owned()])
-            .unwrap();
-        let (akid, secret) = iam.create_access_key(&account, "alice").unwrap();
-        let credential = iam.resolve(&akid).unwrap();
-        assert_eq!(credential.secret, secret);
-        assert_eq!(
-            credential.caller.principal.arn,
-            "arn:aws:iam::111122223333:user/alice"
-        );
-        assert_eq!(iam.identity_policies(&credential.caller.principal).len(), 1);
-        assert!(iam.resolve("AKIANOTAKEY").is_none());
-        let account = |id: &str| PrincipalRef::Account {
-            account: id.to_owned(),
-        };
-        let user = |arn: &str| PrincipalRef::User {
-            arn: arn.to_owned(),
-        };
-        assert!(iam.knows(&account("111122223333")));
-        assert!(!iam.knows(&account("999999999999")));
-        assert!(iam.knows(&user("arn:aws:iam::111122223333:user/alice")));
-        assert!(!iam.knows(&user("arn:aws:iam::111122223333:user/bob")));
-    }
-
-    #[test]
-    fn records_survive_reload() {
-        let store = Arc::new(Store::in_memory().unwrap());
-        let root = Arc::new(RootKey::from_secret(&SecretBytes::zeroed(32)).unwrap());
-        let account = AccountId::parse("111122223333").unwrap();
-        let akid = {
-            let iam = Iam::open(store.clone(), root.clone(), Arc::new(SystemClock)).unwrap();
-            iam.ensure_account(&account).unwrap();
-            iam.ensure_user(&account, "alice", &[]).unwrap();
-            iam.create_access_key(&account, "alice").unwrap().0
-        };
-        let iam = Iam::open(store, root, Arc::new(SystemClock)).unwrap();
-        assert!(iam.resolve(&akid).is_some());
-    }
-
-    #[test]
-    fn refuses_bad_names_and_unknown_policies() {
-        let iam = iam();
-        let account = AccountId::parse("111122223333").unwrap();
-        iam.ensure_account(&account).unwrap();
-        assert!(iam.ensure_user(&account, "bad name", &[]).is_err());
-        assert!(
-            iam.ensure_user(&account, "x", &["arn:aws:iam::aws:policy/Nope".into()])
-                .is_err()
-        );
-    }
-}
+mod tests;

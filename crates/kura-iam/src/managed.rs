@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use kura_policy::{PolicyDocument, PolicyKind};
 
-use crate::{IamError, PolicySet};
+use crate::IamError;
 
 pub const ADMINISTRATOR_ACCESS: &str = "arn:aws:iam::aws:policy/AdministratorAccess";
 pub const READ_ONLY_ACCESS: &str = "arn:aws:iam::aws:policy/ReadOnlyAccess";
@@ -28,6 +28,46 @@ const READ_ONLY_ACCESS_DOCUMENT: &str = r#"{
   }]
 }"#;
 
+/// What ListPolicies and GetPolicy say about an AWS managed policy.
+pub(crate) struct AwsManagedPolicy {
+    pub arn: &'static str,
+    pub name: &'static str,
+    pub policy_id: &'static str,
+    pub description: &'static str,
+    pub document: &'static str,
+    /// When AWS created the policy, in milliseconds since the epoch.
+    pub created_millis: i64,
+}
+
+/// Every AWS managed policy kura provides, in name order.
+pub(crate) const AWS_MANAGED: &[AwsManagedPolicy] = &[
+    AwsManagedPolicy {
+        arn: ADMINISTRATOR_ACCESS,
+        name: "AdministratorAccess",
+        policy_id: "ANPAIWMBCKSKIEE64ZLYK",
+        description: "Provides full access to AWS services and resources.",
+        document: ADMINISTRATOR_ACCESS_DOCUMENT,
+        // 2015-02-06T18:39:46Z
+        created_millis: 1_423_247_986_000,
+    },
+    AwsManagedPolicy {
+        arn: READ_ONLY_ACCESS,
+        name: "ReadOnlyAccess",
+        policy_id: "ANPAILL3HVNFSB6DCOWYQ",
+        description: "Provides read-only access to AWS services and resources.",
+        document: READ_ONLY_ACCESS_DOCUMENT,
+        // 2015-02-06T18:39:48Z
+        created_millis: 1_423_247_988_000,
+    },
+];
+
+/// The ARN prefix of AWS managed policies.
+pub(crate) const AWS_MANAGED_PREFIX: &str = "arn:aws:iam::aws:policy/";
+
+pub(crate) fn aws_managed(arn: &str) -> Option<&'static AwsManagedPolicy> {
+    AWS_MANAGED.iter().find(|p| p.arn == arn)
+}
+
 /// The parsed document of a managed policy, by ARN.
 pub(crate) fn managed_policy(arn: &str) -> Result<Arc<PolicyDocument>, IamError> {
     static ADMIN: OnceLock<Option<Arc<PolicyDocument>>> = OnceLock::new();
@@ -45,14 +85,6 @@ pub(crate) fn managed_policy(arn: &str) -> Result<Arc<PolicyDocument>, IamError>
     document
         .clone()
         .ok_or_else(|| IamError::UnknownPolicy(arn.to_owned()))
-}
-
-pub(crate) fn policy_set(arns: &[String]) -> Result<PolicySet, IamError> {
-    let documents = arns
-        .iter()
-        .map(|arn| managed_policy(arn))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Arc::new(documents))
 }
 
 #[cfg(test)]

@@ -16,12 +16,27 @@ pub struct SqliteBackend {
     conn: Mutex<Connection>,
 }
 
+/// Creates the database file readable by its owner only; SQLite gives its WAL and shared
+/// memory files the same permissions.
+fn create_private(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(backend_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(backend_error)
+}
+
 fn backend_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
 impl SqliteBackend {
     pub fn open(path: &Path) -> StoreResult<Self> {
+        create_private(path)?;
         let conn = Connection::open(path).map_err(backend_error)?;
         // WAL lets readers proceed during a write; synchronous=FULL fsyncs the WAL at every
         // commit, so an acknowledged call survives a crash of the process or the machine.

@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub kms: KmsConfig,
     #[serde(default)]
+    pub rds: RdsConfig,
+    #[serde(default)]
     pub tls: TlsConfig,
 }
 
@@ -65,6 +67,22 @@ pub struct KmsConfig {
     /// Seconds between passes that delete keys whose waiting period ended and rotate keys
     /// that are due (default 60).
     pub maintenance_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdsConfig {
+    /// Where database files live (default `<data_dir>/rds`, or under /var/lib/kura when
+    /// the engines' users cannot reach the data directory).
+    pub data_dir: Option<PathBuf>,
+    /// Host name reported in every database endpoint (default 127.0.0.1).
+    pub endpoint_host: Option<String>,
+    /// First loopback port given to databases that do not ask for one (default 15432).
+    pub first_port: Option<u16>,
+    /// Seconds between re-checks of database key access without a key event (default 60).
+    pub key_check_interval_secs: Option<u64>,
+    /// Hours a database may stay locked before it becomes terminal (default 168, AWS's 7 days).
+    pub recoverable_period_hours: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,8 +5,10 @@
 //! signal handling and start-up output. Must not: hold logic worth testing on its own —
 //! that lives in the library crates.
 
+mod audit_cli;
 mod config;
 mod serve;
+mod volume_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,12 +45,18 @@ enum Command {
     /// `default` profile holds that user's access key.
     #[command(verbatim_doc_comment)]
     Serve(serve::ServeArgs),
+    /// Check or export the audit trail (`kura audit verify`, `kura audit export`).
+    Audit(audit_cli::AuditArgs),
+    /// Encrypted volumes under a KMS key (`kura volume create|mount|lock|unlock|status|unmount`).
+    Volume(volume_cli::VolumeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Audit(args) => audit_cli::run(args),
+        Command::Volume(args) => volume_cli::run(args),
     }
 }
 

@@ -58,6 +58,22 @@ pub struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KURA_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Do not keep the audit trail (calls are only logged, LookupEvents is not served).
+    /// For benchmarks that measure the cost of auditing.
+    #[arg(long, env = "KURA_NO_AUDIT")]
+    no_audit: bool,
+    /// Which calls wait for their audit record to reach stable storage (fdatasync) before
+    /// they are answered: `mutating` calls only (read-only calls such as Encrypt are
+    /// answered once their record is written, which survives a crash of kura, and reach
+    /// stable storage within 5 ms), or `all` calls (slower: see docs/audit.md).
+    #[arg(long, value_enum, default_value_t = AuditSync::Mutating, env = "KURA_AUDIT_SYNC")]
+    audit_sync: AuditSync,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AuditSync {
+    All,
+    Mutating,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,6 +90,8 @@ struct Settings {
     region: Region,
     config: Config,
     tls: TlsConfig,
+    audit: bool,
+    audit_sync: AuditSync,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +113,10 @@ enum StartError {
     Iam(#[from] kura_iam::IamError),
     #[error("KMS: {0}")]
     Kms(#[from] kura_kms::KmsError),
+    #[error("RDS: {0}")]
+    Rds(#[from] kura_rds::RdsError),
+    #[error("audit trail: {0}")]
+    Audit(#[from] kura_audit::AuditError),
     #[error("TLS: {0}")]
     Tls(#[from] kura_edge::tls::TlsError),
     #[error("cannot listen on {address}: {source}")]
@@ -183,6 +205,8 @@ fn settle(args: ServeArgs) -> Result<Settings, StartError> {
         region,
         config,
         tls,
+        audit: !args.no_audit,
+        audit_sync: args.audit_sync,
     })
 }
 
@@ -208,9 +232,51 @@ async fn serve(settings: Settings) -> Result<(), StartError> {
         settings.region.clone(),
     )?);
 
+    let trail = match settings.audit {
+        true => Some(Arc::new(kura_audit::AuditTrail::open(
+            kura_audit::AuditConfig {
+                durability: match settings.audit_sync {
+                    AuditSync::All => kura_audit::Durability::All,
+                    AuditSync::Mutating => kura_audit::Durability::Mutating,
+                },
+                ..kura_audit::AuditConfig::new(data_dir.join("audit"))
+            },
+            &root_key,
+            clock.clone(),
+        )?)),
+        false => None,
+    };
+    let audit: Arc<dyn kura_edge::AuditSink> = match &trail {
+        Some(trail) => trail.clone(),
+        None => Arc::new(kura_edge::LogAuditSink),
+    };
+    let rds = kura_rds::Rds::open(
+        rds_settings(&settings.config, &data_dir),
+        store.clone(),
+        iam.clone(),
+        kms.clone(),
+        audit.clone(),
+        clock.clone(),
+        settings.region.clone(),
+    )?;
+    rds.start()?;
+
     let tls = tls_acceptor(&settings.tls, &data_dir)?;
-    let edge = Edge::builder(settings.region.clone(), clock, iam.clone())
+    let mut edge = Edge::builder(settings.region.clone(), clock, iam.clone()).audit(audit);
+    if let Some(trail) = &trail {
+        let policies = iam.clone();
+        edge = edge.json_service(Arc::new(kura_audit::CloudTrail::new(
+            trail.clone(),
+            kura_audit::identity_policies_fn(move |principal| {
+                policies.identity_policies(principal).to_vec()
+            }),
+        )));
+    }
+    let edge = edge
         .json_service(kms.clone())
+        .query_service(Arc::new(kura_rds::RdsApi(rds.clone())))
+        .query_service(Arc::new(kura_iam::IamService::new(iam.clone())))
+        .query_service(Arc::new(kura_iam::StsService::new(iam.clone())))
         .build();
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -247,8 +313,58 @@ async fn serve(settings: Settings) -> Result<(), StartError> {
         Duration::from_secs(10),
     )
     .await;
+    rds.shutdown().await;
+    if let Some(trail) = &trail
+        && let Err(error) = trail.shutdown().await
+    {
+        tracing::error!(%error, "the audit trail did not close cleanly");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where databases live by default: `<data-dir>/rds`, if the engines' system users
+/// (`postgres`, `mysql`) can traverse every directory above it; otherwise (a data
+/// directory under a private home such as /root) a directory under /var/lib/kura.
+fn databases_dir(data_dir: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let traversable = data_dir
+        .ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0));
+    if traversable {
+        return data_dir.join("rds");
+    }
+    let digest = kura_crypto::sha256_hex(data_dir.as_os_str().as_encoded_bytes());
+    let fallback = PathBuf::from("/var/lib/kura")
+        .join(format!("rds-{}", digest.get(..12).unwrap_or_default()));
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        databases = %fallback.display(),
+        "database engines cannot traverse into the data directory; keeping databases elsewhere (set [rds] data_dir to choose)"
+    );
+    fallback
+}
+
+fn rds_settings(config: &Config, data_dir: &Path) -> kura_rds::RdsSettings {
+    let rds = &config.rds;
+    kura_rds::RdsSettings {
+        data_dir: rds
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| databases_dir(data_dir)),
+        endpoint_host: rds
+            .endpoint_host
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".to_owned()),
+        first_port: rds.first_port.unwrap_or(15432),
+        key_check_interval: Duration::from_secs(rds.key_check_interval_secs.unwrap_or(60).max(1)),
+        recoverable_period: Duration::from_secs(
+            rds.recoverable_period_hours
+                .unwrap_or(7 * 24)
+                .saturating_mul(3600),
+        ),
+    }
 }
 
 fn prepare_data_dir(path: &Path) -> Result<PathBuf, StartError> {
@@ -256,11 +372,14 @@ fn prepare_data_dir(path: &Path) -> Result<PathBuf, StartError> {
         path: path.to_owned(),
         source,
     };
+    // 0711: database engines, running as their own users, must traverse into `rds/`;
+    // nobody else may list the directory, and every file kura writes in it is 0600.
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o711)
         .create(path)
         .map_err(io_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711)).map_err(io_error)?;
     std::fs::canonicalize(path).map_err(io_error)
 }
 
@@ -409,10 +528,18 @@ fn print_banner(
         Some(Some(ca)) => format!(" --ca-bundle {}", ca.display()),
         _ => String::new(),
     };
+    let audit = match settings.audit {
+        true => format!(
+            "{} (check: kura audit verify --data-dir {})",
+            data_dir.join("audit").display(),
+            data_dir.display()
+        ),
+        false => "off (--no-audit)".to_owned(),
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "kura {} serving region {} on {endpoint}\n  data directory:   {}\n  credentials file: {} (profile \"default\" = arn:aws:iam::{DEFAULT_ACCOUNT}:user/{DEFAULT_USER})\n  health:           {endpoint}/_kura/health   metrics: {endpoint}/metrics\nPoint the aws CLI at it:\n  export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION={}\n  aws --endpoint-url {endpoint}{ca_flag} kms list-keys",
+        "kura {} serving region {} on {endpoint}\n  data directory:   {}\n  credentials file: {} (profile \"default\" = arn:aws:iam::{DEFAULT_ACCOUNT}:user/{DEFAULT_USER})\n  audit trail:      {audit}\n  health:           {endpoint}/_kura/health   metrics: {endpoint}/metrics\nPoint the aws CLI at it:\n  export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION={}\n  aws --endpoint-url {endpoint}{ca_flag} kms list-keys",
         env!("CARGO_PKG_VERSION"),
         settings.region,
         data_dir.display(),

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""What the audit trail costs: KMS Encrypt requests/s with auditing off and on, in one run.
+
+Starts three release servers on the same machine: `--no-audit`; the default audit trail
+(`--audit-sync mutating`: every call recorded and chained; mutating calls flushed with
+fdatasync before their answer, read-only calls written before their answer and flushed
+within 5 ms); and `--audit-sync all` (every call waits for its fdatasync). It replays the
+same SigV4-signed request against each with wrk, rotating the order of the servers from
+run to run so that drift of the shared machine hits every side alike.
+
+Usage: python3 bench/audit_cost.py [--duration 10] [--runs 3] [--connections 16] [--operation Encrypt] [--skip-all]
+Needs: a release build (cargo build --release -p kura), wrk, boto3 (scripts/deps.sh bench).
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests" / "python"))
+import kms_load  # noqa: E402
+import kura_harness  # noqa: E402
+from kura_harness import KuraServer, USERS  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--operation", default="Encrypt", choices=["Encrypt", "Decrypt", "GenerateDataKey"])
+    parser.add_argument("--skip-all", action="store_true", help="do not measure --audit-sync all")
+    args = parser.parse_args()
+    if not kms_load.KURA_RELEASE.exists():
+        sys.exit("build first: cargo build --release -p kura")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: scripts/deps.sh bench")
+    kura_harness.KURA_BIN = str(kms_load.KURA_RELEASE)
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="kura-audit-bench-"))
+    _, _, key_id, secret, _ = USERS["admin_a"]
+    sides = {"off": ["--no-audit"], "mutating": ["--audit-sync", "mutating"], "all": ["--audit-sync", "all"]}
+    if args.skip_all:
+        del sides["all"]
+    servers = {name: KuraServer(workdir / name, extra_args=["--log-format", "text", *extra])
+               for name, extra in sides.items()}
+    fs = subprocess.run(["df", "-T", str(workdir)], capture_output=True, text=True).stdout.splitlines()[-1].split()
+    print(f"machine: {os.cpu_count()} cpus; data directories on {fs[0]} ({fs[1]}); "
+          f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; {args.operation}; "
+          f"{args.runs} runs per side, order rotated each run", flush=True)
+    samples = {name: [] for name in sides}
+    try:
+        scripts = {}
+        for name, server in servers.items():
+            client = server.client("kms")
+            key = client.create_key(Description="bench")["KeyMetadata"]["KeyId"]
+            body = kms_load.bodies(client, key)[args.operation]
+            prepared = kms_load.signed_request(server.endpoint, key_id, secret, f"TrentService.{args.operation}", body)
+            script = workdir / f"{name}.lua"
+            kms_load.wrk_script(prepared, script)
+            scripts[name] = script
+        names = list(sides)
+        for run in range(args.runs):
+            order = names[run % len(names):] + names[:run % len(names)]
+            for name in order:
+                rps, p50, p99 = kms_load.run_wrk(servers[name].endpoint, scripts[name], args.duration,
+                                                 args.connections, args.threads)
+                samples[name].append((rps, p50, p99))
+                print(f"run {run + 1} {name:8}: {rps:8.0f} req/s  p50 {p50:5.2f} ms  p99 {p99:5.2f} ms", flush=True)
+        # LookupEvents on the trail the load left (hundreds of MB): the newest page, and a
+        # value that forces a scan of the whole trail.
+        if "mutating" in servers:
+            trail = servers["mutating"].client("cloudtrail")
+            started = time.monotonic()
+            newest = trail.lookup_events(MaxResults=50)["Events"]
+            newest_ms = (time.monotonic() - started) * 1000
+            started = time.monotonic()
+            rare = trail.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateKey"}])
+            rare_ms = (time.monotonic() - started) * 1000
+            print(f"LookupEvents on the loaded trail: newest 50 in {newest_ms:.0f} ms ({len(newest)} events); "
+                  f"EventName=CreateKey (whole trail scanned) in {rare_ms:.0f} ms ({len(rare['Events'])} event)")
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    def med(name, i):
+        return statistics.median(s[i] for s in samples[name])
+
+    failed = False
+    for name in sides:
+        if name == "off":
+            continue
+        data_dir = workdir / name
+        size = sum(p.stat().st_size for p in (data_dir / "audit").iterdir())
+        started = time.monotonic()
+        verify = subprocess.run([str(kms_load.KURA_RELEASE), "audit", "verify", "--data-dir", str(data_dir)],
+                                capture_output=True, text=True)
+        elapsed = time.monotonic() - started
+        summary = [line for line in verify.stdout.splitlines() if line.startswith(("OK", "BROKEN"))]
+        print(f"{name}: kura audit verify exit {verify.returncode} in {elapsed:.1f} s: {' '.join(summary)}; "
+              f"trail {size / 1e6:.0f} MB")
+        failed |= verify.returncode != 0
+
+    off = med("off", 0)
+    print(f"\n| audit | req/s (median) | cost | p50 ms | p99 ms | runs req/s |")
+    print("|---|---|---|---|---|---|")
+    for name in sides:
+        runs = " / ".join(f"{s[0]:,.0f}" for s in samples[name])
+        cost = "-" if name == "off" else f"{100 * (1 - med(name, 0) / off):.1f}%"
+        print(f"| {name} | {med(name, 0):,.0f} | {cost} | {med(name, 1):.2f} | {med(name, 2):.2f} | {runs} |")
+    shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        sys.exit("a trail written under load does not verify")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+//! The RDS actions: dispatch, authorization and what the families share.
+
+mod clusters;
+mod instances;
+mod misc;
+
+use kura_edge::xml::XmlWriter;
+use kura_edge::{AuditDetails, AuditResource, QueryParams, RequestContext};
+use kura_policy::{AuthzRequest, ContextKeys, Evaluation, evaluate_all};
+
+use crate::Rds;
+use crate::error::{RdsError, RdsResult};
+use crate::params::Params;
+
+/// Runs one action and returns the inner XML of its result element.
+pub(crate) async fn dispatch(
+    rds: &std::sync::Arc<Rds>,
+    ctx: &RequestContext,
+    action: &str,
+    params: &QueryParams,
+    audit: &mut AuditDetails,
+) -> RdsResult<String> {
+    let p = Params(params);
+    audit.request_parameters = Some(request_parameters(params));
+    audit.read_only = Some(action.starts_with("Describe") || action.starts_with("List"));
+    let call = Call { rds, ctx };
+    match action {
+        "CreateDBCluster" => call.create_db_cluster(&p, audit).await,
+        "DescribeDBClusters" => call.describe_db_clusters(&p),
+        "ModifyDBCluster" => call.modify_db_cluster(&p, audit).await,
+        "DeleteDBCluster" => call.delete_db_cluster(&p, audit).await,
+        "StopDBCluster" => call.stop_db_cluster(&p, audit).await,
+        "StartDBCluster" => call.start_db_cluster(&p, audit).await,
+        "CreateDBInstance" => call.create_db_instance(&p, audit).await,
+        "DescribeDBInstances" => call.describe_db_instances(&p),
+        "ModifyDBInstance" => call.modify_db_instance(&p, audit).await,
+        "DeleteDBInstance" => call.delete_db_instance(&p, audit).await,
+        "RebootDBInstance" => call.reboot_db_instance(&p, audit).await,
+        "StopDBInstance" => call.stop_db_instance(&p, audit).await,
+        "StartDBInstance" => call.start_db_instance(&p, audit).await,
+        "AddTagsToResource" => call.add_tags(&p),
+        "RemoveTagsFromResource" => call.remove_tags(&p),
+        "ListTagsForResource" => call.list_tags(&p),
+        "DescribeEvents" => call.describe_events(&p),
+        other => Err(RdsError::InvalidAction(other.to_owned())),
+    }
+}
+
+/// One action in progress.
+pub(crate) struct Call<'a> {
+    pub rds: &'a std::sync::Arc<Rds>,
+    pub ctx: &'a RequestContext,
+}
+
+impl Call<'_> {
+    pub fn account(&self) -> &str {
+        &self.ctx.caller.principal.account
+    }
+
+    /// Identity-policy authorization of an RDS action on a resource ARN.
+    pub fn authorize(&self, action: &str, resource: &str) -> RdsResult<()> {
+        let principal = &self.ctx.caller.principal;
+        let context = ContextKeys::new();
+        let request = AuthzRequest {
+            principal,
+            action,
+            resource,
+            context: &context,
+        };
+        let policies = self.rds.iam.identity_policies(principal);
+        match evaluate_all(policies.iter().map(|p| p.as_ref()), &request) {
+            Evaluation::Allow { .. } => Ok(()),
+            Evaluation::ExplicitDeny { .. } => Err(RdsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {resource} with an explicit deny in an identity-based policy",
+                principal.arn
+            ))),
+            Evaluation::NotApplicable => Err(RdsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action",
+                principal.arn
+            ))),
+        }
+    }
+
+    pub fn arn(&self, kind: &str, id: &str) -> String {
+        format!(
+            "arn:aws:rds:{}:{}:{kind}:{id}",
+            self.rds.region,
+            self.account()
+        )
+    }
+}
+
+/// Accepts an identifier or the ARN of a resource of the caller's account; returns the id.
+pub(crate) fn identifier_from(value: &str, kind: &str) -> String {
+    value
+        .rsplit_once(&format!(":{kind}:"))
+        .map_or(value, |(_, id)| id)
+        .to_ascii_lowercase()
+}
+
+pub(crate) fn add_resource(audit: &mut AuditDetails, account: &str, kind: &str, arn: &str) {
+    audit.resources.push(AuditResource {
+        account_id: account.to_owned(),
+        resource_type: kind.to_owned(),
+        arn: arn.to_owned(),
+    });
+}
+
+/// `MaxRecords` (20-100, default 100) and `Marker` paging over items in key order.
+pub(crate) fn page<T>(
+    p: &Params<'_>,
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> RdsResult<(Vec<T>, Option<String>)> {
+    let max = p.int("MaxRecords")?.unwrap_or(100);
+    if !(20..=100).contains(&max) {
+        return Err(RdsError::InvalidParameterValue(format!(
+            "Invalid value {max} for MaxRecords. Must be between 20 and 100"
+        )));
+    }
+    let after = p.string("Marker").map(str::to_owned);
+    let mut remaining: Vec<T> = items
+        .into_iter()
+        .filter(|item| after.as_ref().is_none_or(|a| key(item) > *a))
+        .collect();
+    let limit = usize::try_from(max).unwrap_or(100);
+    let marker = (remaining.len() > limit)
+        .then(|| remaining.get(limit - 1).map(&key))
+        .flatten();
+    remaining.truncate(limit);
+    Ok((remaining, marker))
+}
+
+pub(crate) fn marker(w: &mut XmlWriter, marker: Option<&str>) {
+    w.optional_leaf("Marker", marker);
+}
+
+/// Parameters as CloudTrail shows them: the request's members, without secrets.
+fn request_parameters(params: &QueryParams) -> serde_json::Value {
+    let mut shown = serde_json::Map::new();
+    for (name, value) in &params.0 {
+        if matches!(name.as_str(), "Action" | "Version") || name.contains("Password") {
+            continue;
+        }
+        let mut chars = name.chars();
+        let camel: String = chars
+            .next()
+            .map(|c| c.to_lowercase().chain(chars).collect())
+            .unwrap_or_default();
+        shown.insert(camel, serde_json::Value::String(value.clone()));
+    }
+    serde_json::Value::Object(shown)
+}
+
+/// Filters that match on one string field of a record.
+pub(crate) fn matches_filters(
+    filters: &[(String, Vec<String>)],
+    field: impl Fn(&str) -> Option<String>,
+) -> RdsResult<bool> {
+    for (name, values) in filters {
+        let Some(actual) = field(name) else {
+            return Err(RdsError::InvalidParameterValue(format!(
+                "Unrecognized filter name: {name}"
+            )));
+        };
+        if !values.iter().any(|v| v.eq_ignore_ascii_case(&actual)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
