@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use kura_crypto::SecretBytes;
 
-pub use process::{EngineProcess, StopMode, is_ready};
+pub use process::{EngineProcess, PausedEngine, StopMode, is_ready};
 
 /// Which engine software runs a database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -112,7 +112,12 @@ pub(crate) async fn start(
     system::require("mariadbd (mariadb-server)", &server)?;
     let user = system::lookup_user(EngineFamily::MariaDb.system_user())?;
     system::make_owned_dir(&config.run_dir, user, 0o750)?;
-    crate::process::end_stale(&config.run_dir.join("mysqld.pid"), "mariadbd").await;
+    crate::process::end_stale(
+        &config.run_dir.join("mysqld.pid"),
+        "mariadbd",
+        &config.data_dir,
+    )
+    .await;
     let mut args = vec![
         "--no-defaults".to_owned(),
         format!("--datadir={}", config.data_dir.display()),

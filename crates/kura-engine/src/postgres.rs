@@ -96,7 +96,12 @@ pub(crate) async fn start(
     system::require("postgres (postgresql-15)", &postgres)?;
     let user = system::lookup_user(EngineFamily::Postgres.system_user())?;
     system::make_owned_dir(&config.run_dir, user, 0o700)?;
-    crate::process::end_stale(&config.data_dir.join("postmaster.pid"), "postgres").await;
+    crate::process::end_stale(
+        &config.data_dir.join("postmaster.pid"),
+        "postgres",
+        &config.data_dir,
+    )
+    .await;
     let ssl = if config.tls.is_some() || config.data_dir.join("server.crt").exists() {
         "on"
     } else {

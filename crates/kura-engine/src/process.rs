@@ -75,6 +75,23 @@ impl EngineProcess {
         self.pid
     }
 
+    /// Suspends the engine and every process it started (SIGSTOP), so that its files
+    /// stay as they are — a crash-consistent image for a copy — until
+    /// [`PausedEngine::resume`]. Each process stops between system calls, so every write
+    /// it has made is complete.
+    pub async fn pause(&self) -> Result<PausedEngine, EngineError> {
+        // The parent first, so that it starts no new child while its children stop.
+        send_signal(self.pid, "STOP").await?;
+        let mut pids = vec![self.pid];
+        for child in children_of(self.pid) {
+            // A child may end between the listing and the signal (a session closing).
+            if send_signal(child, "STOP").await.is_ok() {
+                pids.push(child);
+            }
+        }
+        Ok(PausedEngine { pids })
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -142,7 +159,7 @@ pub async fn is_ready(family: EngineFamily, port: u16) -> bool {
 /// Ends an engine left running by an earlier kura process that died (kill -9): the pid
 /// recorded in `pid_file` is stopped if it is alive and still that engine. Without this,
 /// PostgreSQL refuses to start ("another server might be running") and the port is taken.
-pub(crate) async fn end_stale(pid_file: &Path, program_name: &str) {
+pub(crate) async fn end_stale(pid_file: &Path, program_name: &str, data_dir: &Path) {
     let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|text| {
         text.lines()
             .next()
@@ -151,7 +168,12 @@ pub(crate) async fn end_stale(pid_file: &Path, program_name: &str) {
         return;
     };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmdline).contains(program_name) {
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    // Only an engine serving *this* data directory is ours to end. A pid file copied
+    // with the files (a database restored from a snapshot) names the source's engine,
+    // which must live on: the file is merely stale.
+    if !(cmdline.contains(program_name) && cmdline.contains(&*data_dir.to_string_lossy())) {
+        let _ = std::fs::remove_file(pid_file);
         return;
     }
     tracing::warn!(
@@ -166,6 +188,43 @@ pub(crate) async fn end_stale(pid_file: &Path, program_name: &str) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An engine suspended by [`EngineProcess::pause`].
+#[must_use = "a paused engine serves nobody until it is resumed"]
+pub struct PausedEngine {
+    pids: Vec<u32>,
+}
+
+impl PausedEngine {
+    /// Lets the engine run again.
+    pub async fn resume(self) {
+        for pid in self.pids.iter().rev() {
+            if let Err(error) = send_signal(*pid, "CONT").await {
+                tracing::warn!(pid, %error, "could not resume an engine process");
+            }
+        }
+    }
+}
+
+/// The processes whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may contain spaces.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after_comm = stat.rsplit_once(')')?.1.to_owned();
+                    after_comm.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }
 
 /// Sends a signal with the system's `kill` (keeps `unsafe` out of this crate).

@@ -180,7 +180,7 @@ impl ChunkStore {
         &self,
         id: &str,
         root: &Path,
-        progress: &dyn Fn(u64, u64),
+        progress: &(dyn Fn(u64, u64) + Sync),
     ) -> io::Result<Manifest> {
         let _shared = self.gc.read().await;
         let mut entries = Vec::new();
@@ -228,7 +228,7 @@ impl ChunkStore {
         &self,
         id: &str,
         target: &Path,
-        progress: &dyn Fn(u64, u64),
+        progress: &(dyn Fn(u64, u64) + Sync),
     ) -> io::Result<()> {
         let _shared = self.gc.read().await;
         let manifest = self.manifest(id)?;
@@ -281,7 +281,11 @@ impl ChunkStore {
         let _exclusive = self.gc.write().await;
         let mut live = std::collections::HashSet::new();
         for key in self.objects.list("manifests")? {
-            let bytes = self.objects.get(&key)?;
+            // A manifest deleted meanwhile names nothing any more.
+            let bytes = match self.objects.get(&key) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                other => other?,
+            };
             let manifest: Manifest = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
             for entry in manifest.entries {
                 live.extend(entry.chunks.into_iter().map(|h| chunk_key(&h)));
@@ -295,17 +299,6 @@ impl ChunkStore {
             }
         }
         Ok(removed)
-    }
-
-    /// Bytes of chunks stored (for the storage benchmark).
-    pub fn stored_bytes(&self, root: &Path) -> u64 {
-        self.objects
-            .list("chunks")
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|key| std::fs::metadata(root.join(key)).ok())
-            .map(|m| m.len())
-            .sum()
     }
 }
 
@@ -379,6 +372,15 @@ mod tests {
         std::fs::write(path, bytes).unwrap();
     }
 
+    /// Bytes of chunks under a directory store.
+    fn stored_bytes(root: &Path) -> u64 {
+        let mut keys = Vec::new();
+        collect(root, &root.join("chunks"), &mut keys).unwrap();
+        keys.iter()
+            .map(|key| std::fs::metadata(root.join(key)).unwrap().len())
+            .sum()
+    }
+
     #[tokio::test]
     async fn captures_dedupes_restores_and_collects() {
         let dir = tempfile::tempdir().unwrap();
@@ -392,13 +394,13 @@ mod tests {
         let store = ChunkStore::new(Box::new(DirectoryStore::new(dir.path().join("store"))));
 
         store.capture("snap-1", &source, &|_, _| {}).await.unwrap();
-        let after_one = store.stored_bytes(&dir.path().join("store"));
+        let after_one = stored_bytes(&dir.path().join("store"));
         // One chunk of the big file changes; the second snapshot adds only that chunk.
         let mut changed = big.clone();
         changed[CHUNK_SIZE + 5] ^= 1;
         write(&source.join("a/big"), &changed);
         store.capture("snap-2", &source, &|_, _| {}).await.unwrap();
-        let after_two = store.stored_bytes(&dir.path().join("store"));
+        let after_two = stored_bytes(&dir.path().join("store"));
         assert_eq!(after_two - after_one, CHUNK_SIZE as u64);
 
         let restored = dir.path().join("restored");

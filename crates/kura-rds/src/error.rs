@@ -6,6 +6,8 @@
 use kura_edge::ApiError;
 use kura_store::StoreError;
 
+use crate::model::SnapshotKind;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RdsError {
     #[error("{0}")]
@@ -20,6 +22,16 @@ pub enum RdsError {
     InstanceNotFound(String),
     #[error("{0}")]
     InvalidClusterState(String),
+    #[error("{kind} {id} not found.", kind = .0.element(), id = .1)]
+    SnapshotNotFound(crate::model::SnapshotKind, String),
+    #[error(
+        "Cannot create the snapshot because a snapshot with the identifier {1} already exists."
+    )]
+    SnapshotAlreadyExists(crate::model::SnapshotKind, String),
+    #[error("{1}")]
+    InvalidSnapshotState(crate::model::SnapshotKind, String),
+    #[error("{0}")]
+    SharedSnapshotQuotaExceeded(String),
     #[error("{0}")]
     InvalidInstanceState(String),
     #[error("{0}")]
@@ -53,6 +65,28 @@ impl From<RdsError> for ApiError {
             RdsError::InstanceAlreadyExists(_) => ("DBInstanceAlreadyExists", 400),
             RdsError::InstanceNotFound(_) => ("DBInstanceNotFound", 404),
             RdsError::InvalidClusterState(_) => ("InvalidDBClusterStateFault", 400),
+            RdsError::SnapshotNotFound(kind, _) => (
+                match kind {
+                    SnapshotKind::Instance => "DBSnapshotNotFound",
+                    SnapshotKind::Cluster => "DBClusterSnapshotNotFoundFault",
+                },
+                404,
+            ),
+            RdsError::SnapshotAlreadyExists(kind, _) => (
+                match kind {
+                    SnapshotKind::Instance => "DBSnapshotAlreadyExists",
+                    SnapshotKind::Cluster => "DBClusterSnapshotAlreadyExistsFault",
+                },
+                400,
+            ),
+            RdsError::InvalidSnapshotState(kind, _) => (
+                match kind {
+                    SnapshotKind::Instance => "InvalidDBSnapshotState",
+                    SnapshotKind::Cluster => "InvalidDBClusterSnapshotStateFault",
+                },
+                400,
+            ),
+            RdsError::SharedSnapshotQuotaExceeded(_) => ("SharedSnapshotQuotaExceeded", 400),
             RdsError::InvalidInstanceState(_) => ("InvalidDBInstanceState", 400),
             RdsError::InvalidParameterCombination(_) => ("InvalidParameterCombination", 400),
             RdsError::InvalidParameterValue(_) => ("InvalidParameterValue", 400),

@@ -11,6 +11,7 @@
 //!   the request that created it — and stops being able to the moment the key is
 //!   disabled or the grant revoked.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -56,6 +57,41 @@ pub(crate) struct NewStorageKey {
     pub key: SecretBytes,
 }
 
+/// Which key an error is about; AWS words `KMSKeyNotAccessibleFault` after it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum KeyRole {
+    /// The key named for a new database.
+    Specified,
+    /// The key a snapshot copy is made under.
+    Target,
+    /// The key of the snapshot being copied or restored.
+    Source,
+}
+
+impl KeyRole {
+    /// The fault for a key the caller cannot use. A denial is passed on word for word
+    /// (it names the principal, the action and the reason, as users see it on AWS).
+    pub fn not_accessible(self, key: &str, error: &ApiError) -> RdsError {
+        if error.code == "AccessDeniedException" {
+            return RdsError::KmsKeyNotAccessible(error.message.clone());
+        }
+        let which = match self {
+            Self::Specified => "Specified KMS key",
+            Self::Target => "The target KMS key",
+            Self::Source => "The source snapshot KMS key",
+        };
+        RdsError::KmsKeyNotAccessible(format!(
+            "{which} [{key}] does not exist, is not enabled or you do not have permissions to access it. ({}: {})",
+            error.code, error.message
+        ))
+    }
+}
+
+/// The encryption context binding a wrapped volume key to the resource that owns it.
+pub(crate) fn owner_context(resource_id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("aws:rds:db-id".to_owned(), resource_id.to_owned())])
+}
+
 /// The ARN of the service-linked role of `account`.
 pub(crate) fn service_role_arn(account: &str) -> String {
     format!("arn:aws:iam::{account}:role/aws-service-role/{SERVICE_PRINCIPAL}/{SERVICE_ROLE_NAME}")
@@ -77,75 +113,195 @@ impl KmsAccess {
     }
 
     /// Sets up encryption for a new database whose encryption context names
-    /// `resource_id`, under `key_id` (`None`: the account's `alias/aws/rds`).
-    /// Fails with `KMSKeyNotAccessibleFault` if the caller may not use the key.
+    /// `resource_id`, under `key_id` (`None`: the account's `alias/aws/rds`), with a
+    /// fresh volume key. Fails with `KMSKeyNotAccessibleFault` if the caller may not use
+    /// the key.
     pub async fn new_storage_key(
         &self,
         ctx: &RequestContext,
         key_id: Option<&str>,
         resource_id: &str,
+        role: KeyRole,
     ) -> RdsResult<NewStorageKey> {
         let requested = key_id.unwrap_or("alias/aws/rds");
+        let storage = self
+            .grant_to_service(ctx, requested, resource_id, role)
+            .await?;
+        let generated = self
+            .call(
+                &self.service_context(&ctx.caller.principal.account),
+                "GenerateDataKey",
+                json!({
+                    "KeyId": storage.kms_key_arn,
+                    "KeySpec": "AES_256",
+                    "EncryptionContext": storage.encryption_context,
+                }),
+            )
+            .await
+            .map_err(|e| role.not_accessible(requested, &e))?;
+        let key = decode_secret(&generated["Plaintext"])?;
+        Ok(NewStorageKey {
+            storage: StorageRecord {
+                wrapped_key: generated["CiphertextBlob"].as_str().map(str::to_owned),
+                ..storage
+            },
+            key,
+        })
+    }
+
+    /// Sets up encryption for a new owner (`resource_id`) of an existing volume key:
+    /// the same key material, wrapped under `key_id` for the new owner's context (a
+    /// database restored from a snapshot under the snapshot's own KMS key).
+    pub async fn wrap_for_new_owner(
+        &self,
+        ctx: &RequestContext,
+        key_id: &str,
+        resource_id: &str,
+        volume_key: &SecretBytes,
+        role: KeyRole,
+    ) -> RdsResult<StorageRecord> {
+        let storage = self
+            .grant_to_service(ctx, key_id, resource_id, role)
+            .await?;
+        let plaintext = base64::engine::general_purpose::STANDARD.encode(volume_key.expose());
+        let encrypted = self
+            .call(
+                &self.service_context(&ctx.caller.principal.account),
+                "Encrypt",
+                json!({
+                    "KeyId": storage.kms_key_arn,
+                    "Plaintext": plaintext,
+                    "EncryptionContext": storage.encryption_context,
+                }),
+            )
+            .await
+            .map_err(|e| role.not_accessible(key_id, &e))?;
+        Ok(StorageRecord {
+            wrapped_key: encrypted["CiphertextBlob"].as_str().map(str::to_owned),
+            ..storage
+        })
+    }
+
+    /// The caller, via the service, checks the key and grants the service-linked role
+    /// the use of it for the encryption context naming `resource_id`. This is the step
+    /// that needs the caller's `kms:DescribeKey` and `kms:CreateGrant`.
+    async fn grant_to_service(
+        &self,
+        ctx: &RequestContext,
+        requested: &str,
+        resource_id: &str,
+        role: KeyRole,
+    ) -> RdsResult<StorageRecord> {
         let on_behalf = ctx.on_behalf_via(SERVICE_PRINCIPAL);
-        let not_accessible = |error: ApiError| {
-            RdsError::KmsKeyNotAccessible(format!(
-                "Specified KMS key [{requested}] does not exist, is not enabled or you do not have permissions to access it. ({}: {})",
-                error.code, error.message
-            ))
-        };
         let described = self
             .call(&on_behalf, "DescribeKey", json!({ "KeyId": requested }))
             .await
-            .map_err(not_accessible)?;
+            .map_err(|e| role.not_accessible(requested, &e))?;
         let arn = described["KeyMetadata"]["Arn"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let account = ctx.caller.principal.account.clone();
-        let context = std::collections::BTreeMap::from([(
-            "aws:rds:db-id".to_owned(),
-            resource_id.to_owned(),
-        )]);
-        let role = service_role_arn(&account);
+        let context = owner_context(resource_id);
+        let role_arn = service_role_arn(&ctx.caller.principal.account);
         let grant = self
             .call(
                 &on_behalf,
                 "CreateGrant",
                 json!({
                     "KeyId": arn,
-                    "GranteePrincipal": role,
-                    "RetiringPrincipal": role,
+                    "GranteePrincipal": role_arn,
+                    "RetiringPrincipal": role_arn,
                     "Operations": GRANT_OPERATIONS,
                     "Constraints": { "EncryptionContextSubset": context },
                     "Name": resource_id,
                 }),
             )
             .await
-            .map_err(not_accessible)?;
-        let generated = self
+            .map_err(|e| role.not_accessible(requested, &e))?;
+        Ok(StorageRecord {
+            encrypted: true,
+            kms_key_arn: Some(arn),
+            encryption_context: context,
+            grant_id: grant["GrantId"].as_str().map(str::to_owned),
+            ..StorageRecord::default()
+        })
+    }
+
+    /// A grant of the service-linked role to itself, made through the grant it already
+    /// holds, so that a snapshot keeps access to its key after its database is gone.
+    pub async fn grant_for_snapshot(
+        &self,
+        account: &str,
+        storage: &StorageRecord,
+        name: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(arn) = &storage.kms_key_arn else {
+            return Ok(None);
+        };
+        let role_arn = service_role_arn(account);
+        let grant = self
             .call(
-                &self.service_context(&account),
-                "GenerateDataKey",
-                json!({ "KeyId": arn, "KeySpec": "AES_256", "EncryptionContext": context }),
+                &self.service_context(account),
+                "CreateGrant",
+                json!({
+                    "KeyId": arn,
+                    "GranteePrincipal": role_arn,
+                    "RetiringPrincipal": role_arn,
+                    "Operations": GRANT_OPERATIONS,
+                    "Constraints": { "EncryptionContextSubset": storage.encryption_context },
+                    "Name": name,
+                }),
+            )
+            .await?;
+        Ok(grant["GrantId"].as_str().map(str::to_owned))
+    }
+
+    /// Lets the caller's service-linked role decrypt the volume key of a snapshot shared
+    /// from another account: the caller (via the service) grants it on the source key,
+    /// which needs `kms:CreateGrant` in both the key policy and the caller's IAM policy.
+    /// Returns the volume key; the temporary grant is retired at once.
+    pub async fn borrow_shared_key(
+        &self,
+        ctx: &RequestContext,
+        source: &StorageRecord,
+    ) -> RdsResult<SecretBytes> {
+        let account = ctx.caller.principal.account.clone();
+        let arn = source.kms_key_arn.clone().unwrap_or_default();
+        let role = KeyRole::Source;
+        let role_arn = service_role_arn(&account);
+        let grant = self
+            .call(
+                &ctx.on_behalf_via(SERVICE_PRINCIPAL),
+                "CreateGrant",
+                json!({
+                    "KeyId": arn,
+                    "GranteePrincipal": role_arn,
+                    "RetiringPrincipal": role_arn,
+                    "Operations": ["Decrypt", "DescribeKey", "RetireGrant"],
+                    "Constraints": { "EncryptionContextSubset": source.encryption_context },
+                    "Name": "kura-snapshot-copy",
+                }),
             )
             .await
-            .map_err(not_accessible)?;
-        let wrapped = generated["CiphertextBlob"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let key = decode_secret(&generated["Plaintext"])?;
-        Ok(NewStorageKey {
-            storage: StorageRecord {
-                encrypted: true,
-                kms_key_arn: Some(arn),
-                wrapped_key: Some(wrapped),
-                encryption_context: context,
-                grant_id: grant["GrantId"].as_str().map(str::to_owned),
-                ..StorageRecord::default()
-            },
-            key,
-        })
+            .map_err(|e| role.not_accessible(&arn, &e))?;
+        let key = self.unwrap(&account, source).await;
+        let borrowed = StorageRecord {
+            grant_id: grant["GrantId"].as_str().map(str::to_owned),
+            ..source.clone()
+        };
+        self.release(&account, &borrowed).await;
+        key.map_err(|e| role.not_accessible(&arn, &e))
+    }
+
+    /// Whether `key_arn` is an AWS managed key (such as `aws/rds`), asked as the service.
+    pub async fn is_aws_managed(&self, account: &str, key_arn: &str) -> bool {
+        self.call(
+            &self.service_context(account),
+            "DescribeKey",
+            json!({ "KeyId": key_arn }),
+        )
+        .await
+        .is_ok_and(|d| d["KeyMetadata"]["KeyManager"] == "AWS")
     }
 
     /// Decrypts the volume key of a database, as the service, under its grant. The

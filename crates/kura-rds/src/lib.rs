@@ -11,7 +11,6 @@
 //! (via the service) or as the service-linked role under the caller's grant, and is
 //! audited like any other call ([`keys`]).
 
-#[allow(dead_code)] // the snapshot store; snapshots (issue 7) are being wired to it
 mod chunks;
 mod error;
 mod keys;
@@ -21,6 +20,7 @@ mod ops;
 mod params;
 mod render;
 mod runtime;
+mod snapshots;
 mod state;
 mod storage;
 mod watch;
@@ -64,6 +64,7 @@ pub struct Rds {
     keys: keys::KmsAccess,
     state: state::State,
     runtime: runtime::Runtime,
+    snapshot_data: snapshots::SnapshotData,
 }
 
 impl Rds {
@@ -81,6 +82,7 @@ impl Rds {
         let state = state::State::load(store)?;
         let runtime =
             runtime::Runtime::new(settings.data_dir.clone(), Arc::new(storage::VolumeStorage));
+        let snapshot_data = snapshots::SnapshotData::new(&settings.data_dir);
         Ok(Arc::new(Self {
             keys: keys::KmsAccess::new(kms.clone(), audit, clock.clone(), region.clone()),
             settings,
@@ -90,6 +92,7 @@ impl Rds {
             kms,
             state,
             runtime,
+            snapshot_data,
         }))
     }
 
@@ -98,6 +101,7 @@ impl Rds {
     /// their engine accepts connections again.
     pub fn start(self: &Arc<Self>) -> RdsResult<()> {
         let to_restore = self.mark_restarting()?;
+        self.fail_interrupted_snapshots()?;
         let rds = self.clone();
         tokio::spawn(async move {
             rds.recover_after_restart(to_restore).await;

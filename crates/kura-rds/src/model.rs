@@ -12,6 +12,7 @@ use crate::error::{RdsError, RdsResult};
 pub(crate) const CLUSTERS: Table = Table("rds.clusters");
 pub(crate) const INSTANCES: Table = Table("rds.instances");
 pub(crate) const EVENTS: Table = Table("rds.events");
+pub(crate) const SNAPSHOTS: Table = Table("rds.snapshots");
 
 /// The engines kura offers, and what runs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +177,111 @@ impl InstanceRecord {
     pub fn key(&self) -> String {
         format!("{}/{}", self.account, self.id)
     }
+}
+
+/// The two snapshot families. They behave alike; they differ in names on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotKind {
+    /// A DB snapshot, of a standalone instance.
+    Instance,
+    /// A DB cluster snapshot, of an Aurora cluster.
+    Cluster,
+}
+
+impl SnapshotKind {
+    /// The resource kind in the snapshot's ARN.
+    pub fn arn_kind(self) -> &'static str {
+        match self {
+            Self::Instance => "snapshot",
+            Self::Cluster => "cluster-snapshot",
+        }
+    }
+
+    /// The name of the identifier parameter and element (`DBSnapshotIdentifier`, ...).
+    pub fn identifier_name(self) -> &'static str {
+        match self {
+            Self::Instance => "DBSnapshotIdentifier",
+            Self::Cluster => "DBClusterSnapshotIdentifier",
+        }
+    }
+
+    /// `DBSnapshot` / `DBClusterSnapshot`: the element a snapshot is rendered as.
+    pub fn element(self) -> &'static str {
+        match self {
+            Self::Instance => "DBSnapshot",
+            Self::Cluster => "DBClusterSnapshot",
+        }
+    }
+
+    pub fn cloudtrail_type(self) -> &'static str {
+        match self {
+            Self::Instance => "AWS::RDS::DBSnapshot",
+            Self::Cluster => "AWS::RDS::DBClusterSnapshot",
+        }
+    }
+}
+
+/// Snapshot types as AWS names them.
+pub(crate) const MANUAL: &str = "manual";
+
+/// A DB snapshot or DB cluster snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SnapshotRecord {
+    pub account: String,
+    pub region: String,
+    pub id: String,
+    pub kind: SnapshotKind,
+    /// `manual` or `automated`.
+    pub snapshot_type: String,
+    /// Names the snapshot's manifest in the chunk store (`snap-` + 26 characters).
+    pub data_id: String,
+    /// The instance or cluster it was taken of, and that database's resource id.
+    pub source_db: String,
+    pub source_resource_id: String,
+    pub source_created: Timestamp,
+    pub engine: String,
+    pub engine_version: String,
+    pub master_username: String,
+    pub database_name: Option<String>,
+    pub allocated_storage: i64,
+    pub status: String,
+    pub percent_progress: u8,
+    pub created: Timestamp,
+    /// Encryption exactly as for a database: the key, the wrapped volume key, its
+    /// context, and the service's grant for this snapshot. `port` is the source's.
+    pub storage: StorageRecord,
+    /// For copies: the ARN of the snapshot copied.
+    pub source_snapshot_arn: Option<String>,
+    /// Accounts allowed to copy and restore it (`all`: public).
+    #[serde(default)]
+    pub shared_with: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
+impl SnapshotRecord {
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:rds:{}:{}:{}:{}",
+            self.region,
+            self.account,
+            self.kind.arn_kind(),
+            self.id
+        )
+    }
+
+    pub fn key(&self) -> String {
+        snapshot_key(&self.account, self.kind, &self.id)
+    }
+
+    /// Whether `account` may see, copy and restore it.
+    pub fn visible_to(&self, account: &str) -> bool {
+        self.account == account || self.shared_with.iter().any(|a| a == account || a == "all")
+    }
+}
+
+pub(crate) fn snapshot_key(account: &str, kind: SnapshotKind, id: &str) -> String {
+    format!("{account}/{}/{id}", kind.arn_kind())
 }
 
 /// A DescribeEvents entry.

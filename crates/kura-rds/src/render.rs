@@ -3,7 +3,9 @@
 
 use kura_edge::xml::XmlWriter;
 
-use crate::model::{ClusterRecord, EventRecord, InstanceRecord, StorageRecord};
+use crate::model::{
+    ClusterRecord, EventRecord, InstanceRecord, SnapshotKind, SnapshotRecord, StorageRecord,
+};
 
 /// How clients reach a database: the advertised host for every endpoint.
 pub(crate) struct EndpointHost<'a>(pub &'a str);
@@ -156,5 +158,64 @@ pub(crate) fn event(w: &mut XmlWriter, e: &EventRecord) {
         });
         w.leaf("Date", &e.date.iso8601_millis())
             .leaf("SourceArn", &e.source_arn);
+    });
+}
+
+/// A `DBSnapshot` or `DBClusterSnapshot` element.
+pub(crate) fn snapshot(w: &mut XmlWriter, s: &SnapshotRecord) {
+    w.element(s.kind.element(), |w| {
+        w.leaf(s.kind.identifier_name(), &s.id);
+        match s.kind {
+            SnapshotKind::Instance => {
+                w.leaf("DBInstanceIdentifier", &s.source_db);
+                w.leaf("AvailabilityZone", &format!("{}a", s.region));
+                w.leaf("InstanceCreateTime", &s.source_created.iso8601_millis());
+            }
+            SnapshotKind::Cluster => {
+                w.element("AvailabilityZones", |w| {
+                    w.leaf("AvailabilityZone", &format!("{}a", s.region));
+                });
+                w.leaf("DBClusterIdentifier", &s.source_db);
+                w.leaf("ClusterCreateTime", &s.source_created.iso8601_millis());
+                w.leaf("EngineMode", "provisioned");
+            }
+        }
+        w.leaf("SnapshotCreateTime", &s.created.iso8601_millis());
+        w.leaf("Engine", &s.engine);
+        w.leaf("EngineVersion", &s.engine_version);
+        w.leaf("AllocatedStorage", &s.allocated_storage.to_string());
+        w.leaf("Status", &s.status);
+        w.leaf("Port", &s.storage.port.to_string());
+        w.leaf("MasterUsername", &s.master_username);
+        w.leaf("LicenseModel", "general-public-license");
+        w.leaf("SnapshotType", &s.snapshot_type);
+        w.leaf("PercentProgress", &s.percent_progress.to_string());
+        w.leaf("SourceRegion", &s.region);
+        w.leaf("IAMDatabaseAuthenticationEnabled", "false");
+        match s.kind {
+            SnapshotKind::Instance => {
+                w.optional_leaf(
+                    "SourceDBSnapshotIdentifier",
+                    s.source_snapshot_arn.as_deref(),
+                );
+                w.leaf("StorageType", "gp3");
+                encryption(w, &s.storage, "Encrypted");
+                w.leaf("DBSnapshotArn", &s.arn());
+                w.leaf("DbiResourceId", &s.source_resource_id);
+                w.leaf("OriginalSnapshotCreateTime", &s.created.iso8601_millis());
+                w.leaf("SnapshotTarget", "region");
+            }
+            SnapshotKind::Cluster => {
+                w.optional_leaf(
+                    "SourceDBClusterSnapshotArn",
+                    s.source_snapshot_arn.as_deref(),
+                );
+                w.leaf("StorageType", "aurora");
+                encryption(w, &s.storage, "StorageEncrypted");
+                w.leaf("DBClusterSnapshotArn", &s.arn());
+                w.leaf("DbClusterResourceId", &s.source_resource_id);
+            }
+        }
+        tags(w, &s.tags);
     });
 }

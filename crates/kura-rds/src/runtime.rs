@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kura_crypto::SecretBytes;
-use kura_engine::{EngineConfig, EngineProcess, StopMode, TlsMaterial};
+use kura_engine::{EngineConfig, EngineProcess, PausedEngine, StopMode, TlsMaterial};
 
 use crate::error::{RdsError, RdsResult};
 use crate::model::Engine;
@@ -226,6 +226,57 @@ impl Runtime {
         Ok(())
     }
 
+    /// Holds the unit's writes so that its image directory is crash-consistent until
+    /// [`Frozen::thaw`]: the volume's gate for encrypted storage, a paused engine for
+    /// plain files. A unit with nothing running needs no hold.
+    pub async fn freeze(&self, resource_id: &str) -> RdsResult<Frozen> {
+        let unit = self.unit(resource_id);
+        let unit = unit.lock().await;
+        if let Some(guard) = match &unit.storage {
+            Some(storage) => storage.freeze().await?,
+            None => None,
+        } {
+            return Ok(Frozen::Volume(guard));
+        }
+        match &unit.engine {
+            Some(engine) => engine
+                .pause()
+                .await
+                .map(Frozen::Engine)
+                .map_err(|e| RdsError::Internal(format!("pausing the engine: {e}"))),
+            None => Ok(Frozen::Idle),
+        }
+    }
+
+    /// The directory a unit's image lives in (see [`crate::storage::image_dir`]).
+    pub fn image_dir(&self, resource_id: &str, encrypted: bool) -> PathBuf {
+        crate::storage::image_dir(&self.dir(resource_id).join("storage"), encrypted)
+    }
+
+    /// Makes a fresh, empty unit directory for a database restored from a snapshot and
+    /// returns the image directory to write the snapshot's files into.
+    pub fn prepare_restore(&self, resource_id: &str, encrypted: bool) -> RdsResult<PathBuf> {
+        let dir = self.dir(resource_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| RdsError::Internal(format!("clearing {}: {e}", dir.display())))?;
+        }
+        let storage = dir.join("storage");
+        std::fs::create_dir_all(&storage)
+            .map_err(|e| RdsError::Internal(format!("creating {}: {e}", dir.display())))?;
+        crate::storage::open_to_engine_users(&dir)?;
+        crate::storage::open_to_engine_users(&storage)?;
+        if encrypted {
+            crate::storage::create_mount_point(&storage)?;
+        }
+        Ok(self.image_dir(resource_id, encrypted))
+    }
+
+    /// Records the restored volume's own wrapped key (its new owner's context).
+    pub fn finish_restore(&self, resource_id: &str, key: &VolumeKeyInfo) -> RdsResult<()> {
+        crate::storage::rewrap_volume(&self.dir(resource_id).join("storage"), key)
+    }
+
     /// Whether the unit's engine process is running.
     pub async fn is_running(&self, resource_id: &str) -> bool {
         let unit = self.unit(resource_id);
@@ -246,6 +297,23 @@ impl Runtime {
             if let Err(error) = self.stop(&id).await {
                 tracing::warn!(unit = %id, %error, "could not stop a database cleanly");
             }
+        }
+    }
+}
+
+/// A unit's writes held for a copy; see [`Runtime::freeze`].
+pub(crate) enum Frozen {
+    Volume(#[allow(dead_code)] Box<dyn Send>),
+    Engine(PausedEngine),
+    Idle,
+}
+
+impl Frozen {
+    pub async fn thaw(self) {
+        match self {
+            Frozen::Volume(guard) => drop(guard),
+            Frozen::Engine(paused) => paused.resume().await,
+            Frozen::Idle => {}
         }
     }
 }

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use kura_store::Store;
 
 use crate::error::{RdsError, RdsResult};
-use crate::model::{CLUSTERS, ClusterRecord, EVENTS, EventRecord, INSTANCES, InstanceRecord};
+use crate::model::{
+    CLUSTERS, ClusterRecord, EVENTS, EventRecord, INSTANCES, InstanceRecord, SNAPSHOTS,
+    SnapshotKind, SnapshotRecord, snapshot_key,
+};
 
 /// Events kept per account for DescribeEvents (AWS keeps 14 days; kura keeps the newest).
 const EVENTS_KEPT: usize = 1000;
@@ -16,6 +19,7 @@ const EVENTS_KEPT: usize = 1000;
 struct Inner {
     clusters: BTreeMap<String, ClusterRecord>,
     instances: BTreeMap<String, InstanceRecord>,
+    snapshots: BTreeMap<String, SnapshotRecord>,
 }
 
 pub(crate) struct State {
@@ -30,10 +34,11 @@ fn key(account: &str, id: &str) -> String {
 
 impl State {
     pub fn load(store: Arc<Store>) -> RdsResult<Self> {
-        let (clusters, instances) = store.read(|r| {
+        let (clusters, instances, snapshots) = store.read(|r| {
             Ok::<_, RdsError>((
                 r.scan_all::<ClusterRecord>(CLUSTERS, "")?,
                 r.scan_all::<InstanceRecord>(INSTANCES, "")?,
+                r.scan_all::<SnapshotRecord>(SNAPSHOTS, "")?,
             ))
         })?;
         Ok(Self {
@@ -41,6 +46,7 @@ impl State {
             inner: RwLock::new(Inner {
                 clusters: clusters.into_iter().collect(),
                 instances: instances.into_iter().collect(),
+                snapshots: snapshots.into_iter().collect(),
             }),
             writer: Mutex::new(()),
         })
@@ -200,6 +206,72 @@ impl State {
         self.store
             .write(|w| w.delete(INSTANCES, &k).map_err(RdsError::from))?;
         self.write().instances.remove(&k);
+        Ok(())
+    }
+
+    pub fn snapshot(&self, account: &str, kind: SnapshotKind, id: &str) -> Option<SnapshotRecord> {
+        self.read()
+            .snapshots
+            .get(&snapshot_key(account, kind, id))
+            .cloned()
+    }
+
+    /// Snapshots of one family that `account` owns or that are shared with it.
+    pub fn snapshots_visible_to(&self, account: &str, kind: SnapshotKind) -> Vec<SnapshotRecord> {
+        self.read()
+            .snapshots
+            .values()
+            .filter(|s| s.kind == kind && s.visible_to(account))
+            .cloned()
+            .collect()
+    }
+
+    /// Every snapshot (for recovery after a restart).
+    pub fn all_snapshots(&self) -> Vec<SnapshotRecord> {
+        self.read().snapshots.values().cloned().collect()
+    }
+
+    /// Inserts a new snapshot; fails if the id is taken in its family.
+    pub fn insert_snapshot(&self, record: SnapshotRecord) -> RdsResult<()> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.read().snapshots.contains_key(&record.key()) {
+            return Err(RdsError::SnapshotAlreadyExists(record.kind, record.id));
+        }
+        self.persist_snapshot(record)
+    }
+
+    fn persist_snapshot(&self, record: SnapshotRecord) -> RdsResult<()> {
+        self.store.write(|w| {
+            w.put(SNAPSHOTS, &record.key(), &record)
+                .map_err(RdsError::from)
+        })?;
+        self.write().snapshots.insert(record.key(), record);
+        Ok(())
+    }
+
+    /// Applies `change` to a snapshot and persists it; returns the new record.
+    pub fn update_snapshot(
+        &self,
+        account: &str,
+        kind: SnapshotKind,
+        id: &str,
+        change: impl FnOnce(&mut SnapshotRecord) -> RdsResult<()>,
+    ) -> RdsResult<SnapshotRecord> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = self
+            .snapshot(account, kind, id)
+            .ok_or_else(|| RdsError::SnapshotNotFound(kind, id.to_owned()))?;
+        change(&mut record)?;
+        self.persist_snapshot(record.clone())?;
+        Ok(record)
+    }
+
+    pub fn remove_snapshot(&self, account: &str, kind: SnapshotKind, id: &str) -> RdsResult<()> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let k = snapshot_key(account, kind, id);
+        self.store
+            .write(|w| w.delete(SNAPSHOTS, &k).map_err(RdsError::from))?;
+        self.write().snapshots.remove(&k);
         Ok(())
     }
 

@@ -9,6 +9,13 @@ use kura_crypto::SecretBytes;
 
 use crate::error::{RdsError, RdsResult};
 
+/// The directory under a unit's storage directory that holds its image: what a
+/// snapshot copies and a restore writes back. For a volume it is the backing directory
+/// (ciphertext only); never the mount point.
+pub(crate) fn image_dir(storage_dir: &Path, encrypted: bool) -> PathBuf {
+    storage_dir.join(if encrypted { "backing" } else { "files" })
+}
+
 /// What an encrypted volume records about its key: only the wrapped form.
 pub(crate) struct VolumeKeyInfo {
     pub kms_key_arn: String,
@@ -27,9 +34,9 @@ pub(crate) trait OpenStorage: Send + Sync {
     /// Resumes access with the volume key.
     fn unlock(&self, key: SecretBytes) -> RdsResult<()>;
     /// Holds writes until the guard is dropped, so that the files under the storage's
-    /// backing directory form a crash-consistent image (for snapshots).
-    #[allow(dead_code)] // snapshots (issue 7) call it
-    fn freeze(&self) -> Box<dyn Send>;
+    /// image directory form a crash-consistent image (for snapshots). `None`: this
+    /// storage has no gate of its own (the runtime pauses the engine instead).
+    async fn freeze(&self) -> RdsResult<Option<Box<dyn Send>>>;
     /// Releases the storage (unmount); the key is forgotten.
     async fn close(self: Box<Self>) -> RdsResult<()>;
 }
@@ -53,7 +60,7 @@ struct PlainOpen {
 #[async_trait]
 impl StorageKind for PlainStorage {
     async fn create(&self, dir: &Path, _key: Option<&VolumeKeyInfo>) -> RdsResult<()> {
-        let root = dir.join("files");
+        let root = image_dir(dir, false);
         std::fs::create_dir_all(&root)
             .map_err(|e| RdsError::Internal(format!("creating {}: {e}", root.display())))?;
         open_to_engine_users(dir)?;
@@ -62,7 +69,7 @@ impl StorageKind for PlainStorage {
 
     async fn open(&self, dir: &Path, _key: Option<SecretBytes>) -> RdsResult<Box<dyn OpenStorage>> {
         Ok(Box::new(PlainOpen {
-            root: dir.join("files"),
+            root: image_dir(dir, false),
         }))
     }
 }
@@ -79,9 +86,8 @@ impl OpenStorage for PlainOpen {
         Ok(())
     }
 
-    fn freeze(&self) -> Box<dyn Send> {
-        // Plain storage has no gate of its own; the runtime pauses the engine instead.
-        Box::new(())
+    async fn freeze(&self) -> RdsResult<Option<Box<dyn Send>>> {
+        Ok(None)
     }
 
     async fn close(self: Box<Self>) -> RdsResult<()> {
@@ -94,6 +100,27 @@ pub(crate) fn open_to_engine_users(dir: &Path) -> RdsResult<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| RdsError::Internal(format!("chmod {}: {e}", dir.display())))
+}
+
+/// The directory an encrypted volume is mounted on, open to the engines' users.
+pub(crate) fn create_mount_point(storage_dir: &Path) -> RdsResult<()> {
+    let mount_point = storage_dir.join("mnt");
+    std::fs::create_dir_all(&mount_point)
+        .map_err(|e| RdsError::Internal(format!("creating the mount point: {e}")))?;
+    open_to_engine_users(&mount_point)
+}
+
+/// Gives an encrypted volume restored from a snapshot its new owner's wrapped key.
+pub(crate) fn rewrap_volume(storage_dir: &Path, key: &VolumeKeyInfo) -> RdsResult<()> {
+    kura_volume::Volume::open(&image_dir(storage_dir, true))
+        .and_then(|mut volume| {
+            volume.rewrap(
+                &key.kms_key_arn,
+                key.encryption_context.clone(),
+                &key.wrapped_key,
+            )
+        })
+        .map_err(volume_error("re-wrapping the volume key"))
 }
 
 /// Encrypted storage: a kura volume (FUSE) whose backing directory holds only ciphertext.
@@ -113,10 +140,8 @@ impl StorageKind for VolumeStorage {
         let key = key.ok_or_else(|| {
             RdsError::Internal("an encrypted volume needs its wrapped key".into())
         })?;
-        let backing = dir.join("backing");
-        std::fs::create_dir_all(dir.join("mnt"))
-            .map_err(|e| RdsError::Internal(format!("creating the mount point: {e}")))?;
-        open_to_engine_users(&dir.join("mnt"))?;
+        let backing = image_dir(dir, true);
+        create_mount_point(dir)?;
         let new = kura_volume::NewVolume {
             volume_id: kura_volume::new_volume_id(),
             kms_key_arn: key.kms_key_arn.clone(),
@@ -131,7 +156,7 @@ impl StorageKind for VolumeStorage {
         let key = key.ok_or_else(|| {
             RdsError::Internal("an encrypted volume opens only with its key".into())
         })?;
-        let (backing, mount_point) = (dir.join("backing"), dir.join("mnt"));
+        let (backing, mount_point) = (image_dir(dir, true), dir.join("mnt"));
         let mounted = tokio::task::spawn_blocking(move || {
             // A volume process that died (kura killed) leaves a dead mount behind.
             kura_volume::clear_dead_mount(&mount_point)?;
@@ -168,8 +193,12 @@ impl OpenStorage for OpenVolume {
             .map_err(volume_error("unlocking the volume"))
     }
 
-    fn freeze(&self) -> Box<dyn Send> {
-        Box::new(self.mounted.freeze())
+    async fn freeze(&self) -> RdsResult<Option<Box<dyn Send>>> {
+        let mounted = self.mounted.clone();
+        let guard = tokio::task::spawn_blocking(move || mounted.freeze())
+            .await
+            .map_err(|e| RdsError::Internal(format!("freezing the volume: {e}")))?;
+        Ok(Some(Box::new(guard)))
     }
 
     async fn close(self: Box<Self>) -> RdsResult<()> {

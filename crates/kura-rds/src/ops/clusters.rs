@@ -18,6 +18,8 @@ use crate::params::Params;
 use crate::render::{self, EndpointHost};
 use crate::runtime::UnitSpec;
 
+use crate::keys::KeyRole;
+
 const CLUSTER_RESOURCE: &str = "AWS::RDS::DBCluster";
 
 impl Call<'_> {
@@ -107,7 +109,7 @@ impl Call<'_> {
         let new_key = self
             .rds
             .keys
-            .new_storage_key(self.ctx, kms_key_id, resource_id)
+            .new_storage_key(self.ctx, kms_key_id, resource_id, KeyRole::Specified)
             .await?;
         Ok((
             StorageRecord {

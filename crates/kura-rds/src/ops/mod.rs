@@ -3,6 +3,7 @@
 mod clusters;
 mod instances;
 mod misc;
+mod snapshots;
 
 use kura_edge::xml::XmlWriter;
 use kura_edge::{AuditDetails, AuditResource, QueryParams, RequestContext};
@@ -24,6 +25,7 @@ pub(crate) async fn dispatch(
     audit.request_parameters = Some(request_parameters(params));
     audit.read_only = Some(action.starts_with("Describe") || action.starts_with("List"));
     let call = Call { rds, ctx };
+    use crate::model::SnapshotKind::{Cluster, Instance};
     match action {
         "CreateDBCluster" => call.create_db_cluster(&p, audit).await,
         "DescribeDBClusters" => call.describe_db_clusters(&p),
@@ -42,6 +44,24 @@ pub(crate) async fn dispatch(
         "RemoveTagsFromResource" => call.remove_tags(&p),
         "ListTagsForResource" => call.list_tags(&p),
         "DescribeEvents" => call.describe_events(&p),
+        "CreateDBSnapshot" => call.create_snapshot(Instance, &p, audit).await,
+        "CreateDBClusterSnapshot" => call.create_snapshot(Cluster, &p, audit).await,
+        "DescribeDBSnapshots" => call.describe_snapshots(Instance, &p),
+        "DescribeDBClusterSnapshots" => call.describe_snapshots(Cluster, &p),
+        "DeleteDBSnapshot" => call.delete_snapshot(Instance, &p, audit).await,
+        "DeleteDBClusterSnapshot" => call.delete_snapshot(Cluster, &p, audit).await,
+        "CopyDBSnapshot" => call.copy_snapshot(Instance, &p, audit).await,
+        "CopyDBClusterSnapshot" => call.copy_snapshot(Cluster, &p, audit).await,
+        "ModifyDBSnapshotAttribute" => call.modify_snapshot_attribute(Instance, &p, audit).await,
+        "ModifyDBClusterSnapshotAttribute" => {
+            call.modify_snapshot_attribute(Cluster, &p, audit).await
+        }
+        "DescribeDBSnapshotAttributes" => call.describe_snapshot_attributes(Instance, &p, audit),
+        "DescribeDBClusterSnapshotAttributes" => {
+            call.describe_snapshot_attributes(Cluster, &p, audit)
+        }
+        "RestoreDBInstanceFromDBSnapshot" => call.restore_instance_from_snapshot(&p, audit).await,
+        "RestoreDBClusterFromSnapshot" => call.restore_cluster_from_snapshot(&p, audit).await,
         other => Err(RdsError::InvalidAction(other.to_owned())),
     }
 }
