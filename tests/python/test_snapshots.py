@@ -283,5 +283,25 @@ def test_unencrypted_snapshot_shared_and_restored_by_another_account(server):
     with pytest.raises(ClientError) as e:
         rds_a.delete_db_snapshot(DBSnapshotIdentifier="no-such-snapshot")
     assert error_of(e)[0] == "DBSnapshotNotFound"
-    for instance_id, rds in (("pg-from-a", rds_b), ("pg-now-encrypted", rds_a), ("pg-plain", rds_a)):
+    for instance_id, rds in (("pg-from-a", rds_b), ("pg-now-encrypted", rds_a)):
         rds.delete_db_instance(DBInstanceIdentifier=instance_id, SkipFinalSnapshot=True)
+
+    # A final snapshot on deletion keeps the data; it takes the database's tags when the
+    # database says CopyTagsToSnapshot.
+    rds_a.modify_db_instance(DBInstanceIdentifier="pg-plain", CopyTagsToSnapshot=True)
+    rds_a.add_tags_to_resource(ResourceName=f"arn:aws:rds:{REGION}:{ACCOUNT_A}:db:pg-plain",
+                               Tags=[{"Key": "env", "Value": "test"}])
+    psql(port, "INSERT INTO users (name, email) VALUES ('Erin', 'erin@example.com');")
+    with pytest.raises(ClientError) as e:
+        rds_a.delete_db_instance(DBInstanceIdentifier="pg-plain", FinalDBSnapshotIdentifier="pg-plain-snap")
+    assert error_of(e)[0] == "DBSnapshotAlreadyExists"
+    rds_a.delete_db_instance(DBInstanceIdentifier="pg-plain", FinalDBSnapshotIdentifier="pg-plain-final")
+    wait_for(snapshot_status(rds_a, "pg-plain-final"), "available")
+    final = rds_a.describe_db_snapshots(DBSnapshotIdentifier="pg-plain-final")["DBSnapshots"][0]
+    assert final["TagList"] == [{"Key": "env", "Value": "test"}]
+    wait_for(lambda: [i["DBInstanceIdentifier"] for i in rds_a.describe_db_instances()["DBInstances"]].count("pg-plain"), 0)
+    rds_a.restore_db_instance_from_db_snapshot(DBInstanceIdentifier="pg-plain", DBSnapshotIdentifier="pg-plain-final")
+    wait_for(instance_status(rds_a, "pg-plain"), "available")
+    port = rds_a.describe_db_instances(DBInstanceIdentifier="pg-plain")["DBInstances"][0]["Endpoint"]["Port"]
+    assert "(4 rows)" in psql(port, "SELECT * FROM users;").stdout
+    rds_a.delete_db_instance(DBInstanceIdentifier="pg-plain", SkipFinalSnapshot=True)

@@ -203,7 +203,11 @@ impl Call<'_> {
                     .into(),
             ));
         }
-        super::instances::check_final_snapshot(p)?;
+        let final_snapshot = self.final_snapshot(
+            crate::model::SnapshotKind::Cluster,
+            super::instances::final_snapshot_id(p)?,
+            cluster.clone().into(),
+        )?;
         let deleting = self.rds.state.update_cluster(self.account(), &id, |c| {
             c.status = status::DELETING.to_owned();
             Ok(())
@@ -214,6 +218,7 @@ impl Call<'_> {
             id,
         };
         tokio::spawn(async move {
+            rds.clone().capture_final(final_snapshot).await;
             rds.destroy(unit, deleting.resource_id.clone(), deleting.storage.clone())
                 .await
         });

@@ -84,20 +84,19 @@ pub(crate) fn database_name(
     }
 }
 
-/// Final snapshots arrive with the snapshot service; until then a deletion must skip it.
-pub(crate) fn check_final_snapshot(p: &Params<'_>) -> RdsResult<()> {
+/// `SkipFinalSnapshot` / `FinalDBSnapshotIdentifier` of a deletion: the final snapshot's
+/// identifier, if one is to be taken.
+pub(crate) fn final_snapshot_id(p: &Params<'_>) -> RdsResult<Option<String>> {
     let skip = p.bool("SkipFinalSnapshot")?.unwrap_or(false);
     match (skip, p.string("FinalDBSnapshotIdentifier")) {
-        (true, None) => Ok(()),
+        (true, None) => Ok(None),
         (true, Some(_)) => Err(RdsError::InvalidParameterCombination(
             "FinalDBSnapshotIdentifier can not be specified when deleting a cluster with SkipFinalSnapshot set to true.".into(),
         )),
         (false, None) => Err(RdsError::InvalidParameterCombination(
             "FinalDBSnapshotIdentifier is required unless SkipFinalSnapshot is specified.".into(),
         )),
-        (false, Some(_)) => Err(RdsError::Unsupported(
-            "Final snapshots are not available in this kura build yet; delete with --skip-final-snapshot.".into(),
-        )),
+        (false, Some(id)) => check_identifier("FinalDBSnapshotIdentifier", id).map(Some),
     }
 }
 
@@ -377,7 +376,11 @@ impl Call<'_> {
                 tokio::spawn(async move { rds.leave_cluster(account, cluster, id).await });
             }
             None => {
-                check_final_snapshot(p)?;
+                let final_snapshot = self.final_snapshot(
+                    crate::model::SnapshotKind::Instance,
+                    final_snapshot_id(p)?,
+                    instance.clone().into(),
+                )?;
                 self.rds.state.update_instance(self.account(), &id, |i| {
                     i.status = status::DELETING.to_owned();
                     Ok(())
@@ -388,7 +391,10 @@ impl Call<'_> {
                     id,
                 };
                 let (resource_id, own_storage) = (instance.resource_id.clone(), storage.clone());
-                tokio::spawn(async move { rds.destroy(unit, resource_id, own_storage).await });
+                tokio::spawn(async move {
+                    rds.clone().capture_final(final_snapshot).await;
+                    rds.destroy(unit, resource_id, own_storage).await
+                });
             }
         }
         Ok(self.rds.instance_xml(&deleting, &storage))

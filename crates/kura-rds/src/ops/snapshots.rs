@@ -47,9 +47,16 @@ impl Call<'_> {
         if self.rds.state.snapshot(self.account(), kind, &id).is_some() {
             return Err(RdsError::SnapshotAlreadyExists(kind, id));
         }
+        let given = p.tags("Tags");
         let record = SnapshotRecord {
             id,
-            tags: p.tags("Tags"),
+            // Without tags of its own, a snapshot takes its database's when the database
+            // says CopyTagsToSnapshot.
+            tags: if given.is_empty() {
+                source.tags.clone()
+            } else {
+                given
+            },
             ..source
         };
         self.rds.state.insert_snapshot(record.clone())?;
@@ -57,6 +64,25 @@ impl Call<'_> {
         let snapshot = record.clone();
         tokio::spawn(async move { rds.capture(snapshot).await });
         Ok(self.rds.snapshot_xml(&record))
+    }
+
+    /// The final snapshot a deletion asks for, recorded now (so that a name already
+    /// taken fails the deletion) and taken before the database's files go.
+    pub(crate) fn final_snapshot(
+        &self,
+        kind: SnapshotKind,
+        id: Option<String>,
+        source: SourceDatabase,
+    ) -> RdsResult<Option<SnapshotRecord>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let record = SnapshotRecord {
+            id,
+            ..self.new_snapshot_record(kind, &source)?
+        };
+        self.rds.state.insert_snapshot(record.clone())?;
+        Ok(Some(record))
     }
 
     /// A new snapshot record (without id or tags) describing the database named in the
@@ -130,7 +156,7 @@ impl Call<'_> {
             },
             source_snapshot_arn: None,
             shared_with: Vec::new(),
-            tags: Vec::new(),
+            tags: source.tags.clone(),
         })
     }
 
@@ -671,7 +697,7 @@ impl Call<'_> {
 }
 
 /// The facts of a database a snapshot is taken of.
-struct SourceDatabase {
+pub(crate) struct SourceDatabase {
     id: String,
     resource_id: String,
     created: kura_types::Timestamp,
@@ -681,6 +707,8 @@ struct SourceDatabase {
     database_name: Option<String>,
     allocated_storage: i64,
     storage: StorageRecord,
+    /// Copied to a final snapshot when the database says `CopyTagsToSnapshot`.
+    tags: Vec<(String, String)>,
 }
 
 impl From<InstanceRecord> for SourceDatabase {
@@ -695,6 +723,11 @@ impl From<InstanceRecord> for SourceDatabase {
             database_name: i.db_name,
             allocated_storage: i.allocated_storage,
             storage: i.storage.unwrap_or_default(),
+            tags: if i.copy_tags_to_snapshot {
+                i.tags
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -711,6 +744,11 @@ impl From<ClusterRecord> for SourceDatabase {
             database_name: c.database_name,
             allocated_storage: 1,
             storage: c.storage,
+            tags: if c.copy_tags_to_snapshot {
+                c.tags
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -856,6 +894,13 @@ impl Rds {
         }
         .await;
         self.finish_snapshot(&snapshot, outcome);
+    }
+
+    /// Takes a deletion's final snapshot, if it asked for one.
+    pub(crate) async fn capture_final(self: Arc<Self>, snapshot: Option<SnapshotRecord>) {
+        if let Some(snapshot) = snapshot {
+            self.capture(snapshot).await;
+        }
     }
 
     async fn complete_copy(
