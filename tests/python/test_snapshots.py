@@ -277,6 +277,17 @@ def test_unencrypted_snapshot_shared_and_restored_by_another_account(server):
     backing = unit_dir(server, restored["DbiResourceId"]) / "storage" / "backing"
     assert backing.is_dir() and grep_tree(backing, b"alice@example.com") == []
 
+    # Deleting a copy in progress cancels it: nothing of it stays in the snapshot store.
+    manifests = unit_dir(server, restored["DbiResourceId"]).parent / "snapshots" / "manifests"
+    before = sorted(manifests.iterdir())
+    rds_a.copy_db_snapshot(SourceDBSnapshotIdentifier="pg-plain-snap", TargetDBSnapshotIdentifier="pg-cancelled",
+                           KmsKeyId="alias/aws/rds")
+    rds_a.delete_db_snapshot(DBSnapshotIdentifier="pg-cancelled")
+    with pytest.raises(ClientError) as e:
+        rds_a.describe_db_snapshots(DBSnapshotIdentifier="pg-cancelled")
+    assert error_of(e)[0] == "DBSnapshotNotFound"
+    wait_for(lambda: sorted(manifests.iterdir()) == before, True, timeout=60)
+
     with pytest.raises(ClientError) as e:
         rds_a.create_db_snapshot(DBSnapshotIdentifier="pg-plain-snap", DBInstanceIdentifier="pg-plain")
     assert error_of(e)[0] == "DBSnapshotAlreadyExists"

@@ -243,27 +243,16 @@ impl Call<'_> {
     ) -> RdsResult<String> {
         let snapshot = self.own_snapshot(kind, p.required(kind.identifier_name())?, audit)?;
         self.authorize(&format!("rds:Delete{}", kind.element()), &snapshot.arn())?;
-        if snapshot.status == status::DELETING {
-            return Err(RdsError::InvalidSnapshotState(
-                kind,
-                format!(
-                    "{} {} is already being deleted.",
-                    kind.element(),
-                    snapshot.id
-                ),
-            ));
-        }
         self.rds
             .state
             .remove_snapshot(self.account(), kind, &snapshot.id)?;
-        let rds = self.rds.clone();
-        let removed = snapshot.clone();
-        tokio::spawn(async move {
-            rds.keys.release(&removed.account, &removed.storage).await;
-            if let Err(error) = rds.snapshot_data.remove(&removed.data_id).await {
-                tracing::warn!(snapshot = %removed.id, %error, "could not remove a snapshot's data");
-            }
-        });
+        // A snapshot still being made is cancelled: its background work sees the record
+        // gone when it ends and discards what it wrote (see `finish_snapshot`).
+        if snapshot.status != status::CREATING {
+            let rds = self.rds.clone();
+            let removed = snapshot.clone();
+            tokio::spawn(async move { rds.discard_snapshot_data(&removed).await });
+        }
         Ok(self.rds.snapshot_xml(&SnapshotRecord {
             status: "deleted".to_owned(),
             ..snapshot
@@ -842,31 +831,60 @@ impl Rds {
         }
     }
 
-    /// Ends a snapshot's creation: `available` at 100%, or `failed`.
-    fn finish_snapshot(&self, snapshot: &SnapshotRecord, outcome: RdsResult<Option<String>>) {
-        let result = match outcome {
-            Ok(grant_id) => {
-                self.state
-                    .update_snapshot(&snapshot.account, snapshot.kind, &snapshot.id, |s| {
-                        s.status = status::AVAILABLE.to_owned();
-                        s.percent_progress = 100;
-                        if grant_id.is_some() {
-                            s.storage.grant_id = grant_id;
-                        }
-                        Ok(())
-                    })
-            }
+    /// Ends a snapshot's creation: `available` at 100%, or `failed`. A snapshot deleted
+    /// while it was being made is discarded instead.
+    async fn finish_snapshot(&self, snapshot: &SnapshotRecord, outcome: RdsResult<Option<String>>) {
+        let succeeded = outcome.is_ok();
+        let grant_id = match outcome {
+            Ok(grant_id) => grant_id,
             Err(error) => {
                 tracing::error!(snapshot = %snapshot.id, %error, "snapshot failed");
-                self.state
-                    .update_snapshot(&snapshot.account, snapshot.kind, &snapshot.id, |s| {
-                        s.status = status::FAILED.to_owned();
-                        Ok(())
-                    })
+                None
             }
         };
-        if let Err(error) = result {
-            tracing::warn!(snapshot = %snapshot.id, %error, "could not record a snapshot's end");
+        let recorded =
+            self.state
+                .update_snapshot(&snapshot.account, snapshot.kind, &snapshot.id, |s| {
+                    if s.data_id != snapshot.data_id {
+                        // Deleted, and the name taken again by a new snapshot.
+                        return Err(RdsError::SnapshotNotFound(s.kind, s.id.clone()));
+                    }
+                    if succeeded {
+                        s.status = status::AVAILABLE.to_owned();
+                        s.percent_progress = 100;
+                    } else {
+                        s.status = status::FAILED.to_owned();
+                    }
+                    if grant_id.is_some() {
+                        s.storage.grant_id = grant_id.clone();
+                    }
+                    Ok(())
+                });
+        match recorded {
+            Ok(_) => {}
+            Err(RdsError::SnapshotNotFound(..)) => {
+                let cancelled = SnapshotRecord {
+                    storage: StorageRecord {
+                        grant_id: grant_id.or_else(|| snapshot.storage.grant_id.clone()),
+                        ..snapshot.storage.clone()
+                    },
+                    ..snapshot.clone()
+                };
+                self.discard_snapshot_data(&cancelled).await;
+            }
+            Err(error) => {
+                tracing::warn!(snapshot = %snapshot.id, %error, "could not record a snapshot's end")
+            }
+        }
+    }
+
+    /// Retires a deleted snapshot's grant and removes its image.
+    async fn discard_snapshot_data(&self, snapshot: &SnapshotRecord) {
+        self.keys
+            .release(&snapshot.account, &snapshot.storage)
+            .await;
+        if let Err(error) = self.snapshot_data.remove(&snapshot.data_id).await {
+            tracing::warn!(snapshot = %snapshot.id, %error, "could not remove a snapshot's data");
         }
     }
 
@@ -893,7 +911,7 @@ impl Rds {
             captured.map(|()| grant)
         }
         .await;
-        self.finish_snapshot(&snapshot, outcome);
+        self.finish_snapshot(&snapshot, outcome).await;
     }
 
     /// Takes a deletion's final snapshot, if it asked for one.
@@ -929,7 +947,7 @@ impl Rds {
                     .await
             }
         };
-        self.finish_snapshot(&copy, outcome);
+        self.finish_snapshot(&copy, outcome).await;
     }
 
     async fn reencrypt_copy(
