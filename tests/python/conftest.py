@@ -1,6 +1,6 @@
 import pytest
 
-from kura_harness import KuraServer
+from kura_harness import KuraServer, build_time_shift_library
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,12 @@ def new_key(kms):
     def make(**kwargs):
         return kms.create_key(**kwargs)["KeyMetadata"]
     return make
+
+
+@pytest.fixture(scope="session")
+def time_shift_library(tmp_path_factory):
+    """The LD_PRELOAD clock shim (kura_harness.TIME_SHIFT_SHIM), built once."""
+    library = build_time_shift_library(tmp_path_factory.mktemp("shim"))
+    if library is None:
+        pytest.skip("no C compiler to build the clock shim")
+    return library

@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -150,3 +151,76 @@ class KuraServer:
         if check and result.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
+
+
+# A tiny LD_PRELOAD library that moves the wall clock by KURA_TEST_TIME_SHIFT seconds: it
+# lets a test see a session expire, a key be deleted or rotated, without waiting for it.
+TIME_SHIFT_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+static long shift(void) {
+    const char *s = getenv("KURA_TEST_TIME_SHIFT");
+    return s ? atol(s) : 0;
+}
+
+int clock_gettime(clockid_t clock, struct timespec *ts) {
+    static int (*real)(clockid_t, struct timespec *);
+    if (!real) real = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+    int result = real(clock, ts);
+    if (result == 0 && ts && (clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_COARSE)) ts->tv_sec += shift();
+    return result;
+}
+
+int gettimeofday(struct timeval *tv, void *tz) {
+    struct timespec ts;
+    int result = clock_gettime(CLOCK_REALTIME, &ts);
+    if (result == 0 && tv) { tv->tv_sec = ts.tv_sec; tv->tv_usec = ts.tv_nsec / 1000; }
+    (void)tz;
+    return result;
+}
+
+time_t time(time_t *out) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (out) *out = ts.tv_sec;
+    return ts.tv_sec;
+}
+"""
+
+
+def build_time_shift_library(directory):
+    """Compiles TIME_SHIFT_SHIM in `directory`; returns the library's path, or None
+    without a C compiler."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        return None
+    directory = pathlib.Path(directory)
+    (directory / "shift.c").write_text(TIME_SHIFT_SHIM)
+    library = directory / "libshift.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(directory / "shift.c"), "-ldl"],
+                   check=True, capture_output=True)
+    return str(library)
+
+
+def shifted_env(library, seconds):
+    """The environment that runs a client (the aws CLI) with its clock moved `seconds` ahead."""
+    return {"LD_PRELOAD": library, "KURA_TEST_TIME_SHIFT": str(seconds)}
+
+
+def restart_shifted(server, library, seconds):
+    """Restarts `server` with its clock moved `seconds` ahead."""
+    server.stop()
+    saved = {name: os.environ.get(name) for name in ("LD_PRELOAD", "KURA_TEST_TIME_SHIFT")}
+    os.environ.update(shifted_env(library, seconds))
+    try:
+        server.start()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -7,7 +7,6 @@ import datetime
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import uuid
 
@@ -16,7 +15,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-from kura_harness import ACCOUNT_A, ACCOUNT_B, AWS_CLI, REGION, USERS
+from kura_harness import ACCOUNT_A, ACCOUNT_B, AWS_CLI, REGION, USERS, restart_shifted
 
 ADMINISTRATOR_ACCESS = "arn:aws:iam::aws:policy/AdministratorAccess"
 ALLOW_KMS_LIST = {"Version": "2012-10-17",
@@ -237,6 +236,12 @@ def test_invalid_session_tokens_are_refused(kura):
     assert kura.aws("kms", "list-keys", env=session_env(credentials)).returncode == 0
 
 
+def aws_data_path(kura):
+    """The AWS_DATA_PATH `kura serve` prints in its banner."""
+    [line] = [line for line in kura.banner.splitlines() if "export AWS_DATA_PATH=" in line]
+    return line.split("export AWS_DATA_PATH=", 1)[1].split()[0]
+
+
 def cli(kura, home, config, *args):
     """The aws CLI with its own config file and no credentials in the environment."""
     env = {
@@ -248,32 +253,12 @@ def cli(kura, home, config, *args):
         "AWS_MAX_ATTEMPTS": "1",
         # aws CLI 2.9 (Debian 12) sends the AssumeRole call of a `role_arn` profile to AWS's
         # own STS endpoint whatever --endpoint-url says (CLI 2.13+ reads `endpoint_url` from
-        # the profile instead). An endpoint rule set on AWS_DATA_PATH sends it to kura.
-        "AWS_DATA_PATH": str(home / "models"),
+        # the profile instead). `kura serve` writes an STS endpoint rule set naming itself
+        # into <data-dir>/aws-cli, and prints the AWS_DATA_PATH line that sends it to kura.
+        "AWS_DATA_PATH": aws_data_path(kura),
     }
     return subprocess.run([AWS_CLI, "--endpoint-url", kura.endpoint, "--output", "json", *args],
                           capture_output=True, text=True, env=env, timeout=60)
-
-
-def write_sts_endpoint_rules(kura, home):
-    bundled = pathlib.Path("/usr/lib/python3/dist-packages/awscli/botocore/data/sts/2011-06-15")
-    parameters = {"Region": {"builtIn": "AWS::Region", "required": False, "type": "String"},
-                  "UseDualStack": {"builtIn": "AWS::UseDualStack", "required": True, "default": False,
-                                   "type": "Boolean"},
-                  "UseFIPS": {"builtIn": "AWS::UseFIPS", "required": True, "default": False, "type": "Boolean"},
-                  "Endpoint": {"builtIn": "SDK::Endpoint", "required": False, "type": "String"},
-                  "UseGlobalEndpoint": {"builtIn": "AWS::STS::UseGlobalEndpoint", "required": True,
-                                        "default": False, "type": "Boolean"}}
-    if (bundled / "endpoint-rule-set-1.json").exists():
-        parameters = json.loads((bundled / "endpoint-rule-set-1.json").read_text())["parameters"]
-    rules = {"version": "1.0", "parameters": parameters, "rules": [
-        {"conditions": [{"fn": "isSet", "argv": [{"ref": "Endpoint"}]}],
-         "endpoint": {"url": {"ref": "Endpoint"}, "properties": {}, "headers": {}}, "type": "endpoint"},
-        {"conditions": [], "endpoint": {"url": kura.endpoint, "properties": {}, "headers": {}}, "type": "endpoint"},
-    ]}
-    target = home / "models" / "sts" / "2011-06-15"
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "endpoint-rule-set-1.json").write_text(json.dumps(rules))
 
 
 def test_cli_profile_with_role_arn_and_source_profile(kura, tmp_path):
@@ -293,7 +278,11 @@ def test_cli_profile_with_role_arn_and_source_profile(kura, tmp_path):
         f"aws_secret_access_key = {USERS['nobody_a'][3]}\nregion = {REGION}\n\n"
         f"[profile nobody-role]\nrole_arn = arn:aws:iam::{ACCOUNT_A}:role/Admin\nsource_profile = nobody\n"
         f"region = {REGION}\n")
-    write_sts_endpoint_rules(kura, tmp_path)
+    # The rule set the server wrote, naming its own endpoint.
+    data_path = pathlib.Path(aws_data_path(kura))
+    assert data_path == kura.data_dir.resolve() / "aws-cli"
+    rules = json.loads((data_path / "sts" / "2011-06-15" / "endpoint-rule-set-1.json").read_text())
+    assert rules["rules"][-1]["endpoint"]["url"] == kura.endpoint
     identity = cli(kura, tmp_path, config, "--profile", "admin-role", "sts", "get-caller-identity")
     assert identity.returncode == 0, identity.stderr
     assert json.loads(identity.stdout)["Arn"] == f"arn:aws:sts::{ACCOUNT_A}:assumed-role/Admin/seed-admin"
@@ -305,74 +294,6 @@ def test_cli_profile_with_role_arn_and_source_profile(kura, tmp_path):
     # `nobody` has no identity policy allowing sts:AssumeRole, and Admin trusts only the account.
     refused = cli(kura, tmp_path, config, "--profile", "nobody-role", "sts", "get-caller-identity")
     assert refused.returncode != 0 and "AccessDenied" in refused.stderr
-
-
-SHIM = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdlib.h>
-#include <sys/time.h>
-#include <time.h>
-
-static long shift(void) {
-    const char *s = getenv("KURA_TEST_TIME_SHIFT");
-    return s ? atol(s) : 0;
-}
-
-int clock_gettime(clockid_t clock, struct timespec *ts) {
-    static int (*real)(clockid_t, struct timespec *);
-    if (!real) real = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
-    int result = real(clock, ts);
-    if (result == 0 && ts && (clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_COARSE)) ts->tv_sec += shift();
-    return result;
-}
-
-int gettimeofday(struct timeval *tv, void *tz) {
-    struct timespec ts;
-    int result = clock_gettime(CLOCK_REALTIME, &ts);
-    if (result == 0 && tv) { tv->tv_sec = ts.tv_sec; tv->tv_usec = ts.tv_nsec / 1000; }
-    (void)tz;
-    return result;
-}
-
-time_t time(time_t *out) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (out) *out = ts.tv_sec;
-    return ts.tv_sec;
-}
-"""
-
-
-@pytest.fixture(scope="module")
-def time_shift_library(tmp_path_factory):
-    """A tiny LD_PRELOAD library that moves the wall clock by KURA_TEST_TIME_SHIFT seconds:
-    it lets a test see a 15-minute session expire without waiting for it."""
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        pytest.skip("no C compiler to build the clock shim")
-    directory = tmp_path_factory.mktemp("shim")
-    (directory / "shift.c").write_text(SHIM)
-    library = directory / "libshift.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(directory / "shift.c"), "-ldl"],
-                   check=True, capture_output=True)
-    return str(library)
-
-
-def restart_shifted(server, library, seconds):
-    """Restarts `server` with its clock moved `seconds` ahead."""
-    server.stop()
-    saved = {name: os.environ.get(name) for name in ("LD_PRELOAD", "KURA_TEST_TIME_SHIFT")}
-    os.environ["LD_PRELOAD"] = library
-    os.environ["KURA_TEST_TIME_SHIFT"] = str(seconds)
-    try:
-        server.start()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def test_sessions_survive_a_restart_and_expire(fresh_kura, time_shift_library):

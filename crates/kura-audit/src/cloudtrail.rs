@@ -7,9 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use kura_edge::{ApiError, AuditDetails, JsonService, RequestContext};
-use kura_policy::{
-    AuthzRequest, ContextKeys, Evaluation, PolicyDocument, Principal, PrincipalKind, evaluate_all,
-};
+use kura_policy::{AuthzRequest, PolicyDocument, Principal};
 use serde_json::{Map, Value, json};
 
 use crate::AuditTrail;
@@ -118,44 +116,16 @@ impl CloudTrail {
 
     fn authorize(&self, ctx: &RequestContext, action: &str) -> Result<(), ApiError> {
         let principal = &ctx.caller.principal;
-        if principal.kind == PrincipalKind::Root {
-            return Ok(());
-        }
-        let mut keys = ContextKeys::new();
-        keys.set("aws:PrincipalArn", principal.arn.clone());
-        keys.set("aws:PrincipalAccount", principal.account.clone());
-        keys.set("aws:userid", principal.user_id.clone());
-        if let Some(name) = &principal.username {
-            keys.set("aws:username", name.clone());
-        }
-        keys.set("aws:SourceIp", ctx.source_ip.to_string());
-        keys.set("aws:CurrentTime", ctx.time.iso8601_seconds());
-        keys.set("aws:EpochTime", ctx.time.secs().to_string());
-        keys.set("aws:RequestedRegion", ctx.region.to_string());
+        let context = kura_iam::base_context(ctx);
         let request = AuthzRequest {
             principal,
             action,
             resource: "*",
-            context: &keys,
+            context: &context,
         };
         let policies = self.policies.identity_policies(principal);
-        let reason = match evaluate_all(policies.iter().map(|p| -> &PolicyDocument { p }), &request)
-        {
-            Evaluation::Allow { .. } => return Ok(()),
-            Evaluation::ExplicitDeny { .. } => {
-                "with an explicit deny in an identity-based policy".to_owned()
-            }
-            Evaluation::NotApplicable => {
-                format!("because no identity-based policy allows the {action} action")
-            }
-        };
-        Err(ApiError::client(
-            "AccessDeniedException",
-            format!(
-                "User: {} is not authorized to perform: {action} {reason}",
-                principal.arn
-            ),
-        ))
+        kura_iam::authorize_identity(&policies, &request)
+            .map_err(|message| ApiError::client("AccessDeniedException", message))
     }
 
     async fn lookup_events(&self, ctx: &RequestContext, body: &Value) -> Result<Vec<u8>, ApiError> {

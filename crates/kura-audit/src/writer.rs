@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! request task ──► serialize + SHA-256 (in parallel, no lock)
-//!              ──► lock: seq, chain value, pwrite of its line(s) into the pre-zeroed
-//!                  segment (the page cache: from here the record survives kill -9)
+//!              ──► lock: reserve seq, chain value and a byte range of the pre-zeroed
+//!                  segment
+//!              ──► pwrite of its line(s) into that range, no lock held (the page
+//!                  cache: from here the record survives kill -9); mark it written
 //!              ──► wait until the flusher has made its seq durable (see Durability)
 //! flusher thread ──► one fdatasync for everything written so far ──► wake every waiter
 //!                ──► every second: sign a digest of the durable chain head
@@ -43,9 +45,10 @@ pub enum Durability {
     /// Every call waits for the `fdatasync` that covers its record.
     All,
     /// Calls that change something (`readOnly: false`) and events kura makes on its own
-    /// wait for the `fdatasync`; read-only calls are answered once their record is written
-    /// to the file (it survives a crash of kura, kill -9 included) and are flushed to
-    /// stable storage within [`crate::AuditConfig::read_only_sync_delay`].
+    /// wait for the `fdatasync`; read-only calls are answered once their record, and every
+    /// record before it, is written to the file (it survives a crash of kura, kill -9
+    /// included) and are flushed to stable storage within
+    /// [`crate::AuditConfig::read_only_sync_delay`].
     Mutating,
 }
 
@@ -235,6 +238,9 @@ struct State {
     finished: Vec<Finished>,
     /// Waiters for durability: (seq that must be durable, how to answer).
     waiters: Vec<(u64, Done)>,
+    /// Calls that need not wait for durability, waiting for a record before theirs that
+    /// another call is still writing: (seq that must be written, how to answer).
+    ordered: Vec<(u64, Done)>,
     times: TimeRange,
     /// The flusher waits on the condition variable.
     flusher_waiting: bool,
@@ -303,6 +309,7 @@ impl Writer {
                 active,
                 finished: Vec::new(),
                 waiters: Vec::new(),
+                ordered: Vec::new(),
                 times: TimeRange::default(),
                 flusher_waiting: false,
                 flusher_idle: false,
@@ -337,7 +344,8 @@ impl Writer {
 
     /// Appends one call's records to the chain and writes them to the segment. Returns
     /// the receiver to await when the records must be durable before the call is
-    /// answered (`durable`, or always with [`Durability::All`]).
+    /// answered (`durable`, or always with [`Durability::All`]), or, for other calls,
+    /// when a record before theirs is still being written by another call.
     pub(crate) fn append<H>(
         &self,
         records: &Records,
@@ -349,7 +357,8 @@ impl Writer {
         let wait = durable || inner.settings.durability == Durability::All;
         // Under the lock only what must be serial: sequence numbers, chain values, file
         // ranges. The lines are written outside it, so calls do not queue on the I/O.
-        let (id, chunks, handle) = {
+        let mut done = Some(done);
+        let (id, last_seq, chunks, handle) = {
             let mut state = inner.lock();
             if let Some(failed) = &state.failed {
                 return Err(failed.clone());
@@ -364,15 +373,14 @@ impl Writer {
                     return Err(error);
                 }
             };
-            let handle = if wait {
-                let (done, handle) = done();
-                let seq = state.reserved.seq;
-                state.waiters.push((seq, done));
-                Some(handle)
-            } else {
-                None
-            };
-            (id, chunks, handle)
+            let last_seq = state.reserved.seq;
+            let mut handle = None;
+            if wait && let Some(make) = done.take() {
+                let (waiter, receiver) = make();
+                state.waiters.push((last_seq, waiter));
+                handle = Some(receiver);
+            }
+            (id, last_seq, chunks, handle)
         };
         let written = chunks.iter().try_for_each(|chunk| {
             chunk
@@ -392,6 +400,20 @@ impl Writer {
             return Err(error);
         }
         complete(inner, &mut state, id);
+        // A call that does not wait for the flush is answered once every record up to its
+        // own is written: a record before it still being written (or whose write failed)
+        // would leave a hole, and start-up after a crash cuts the trail at the first hole.
+        let handle = match done {
+            Some(make) if state.written.seq < last_seq => {
+                if let Some(failed) = &state.failed {
+                    return Err(failed.clone());
+                }
+                let (waiter, receiver) = make();
+                state.ordered.push((last_seq, waiter));
+                Some(receiver)
+            }
+            _ => handle,
+        };
         // Wake the flusher only if it waits, and only if it waits for this: a waiter, or
         // new data when it sleeps without a deadline. (A notify is a syscall.)
         let wake = state.flusher_waiting && (wait || state.flusher_idle);
@@ -455,6 +477,10 @@ fn fail(state: &mut State, error: &str) {
     if state.failed.is_none() {
         tracing::error!(%error, "the audit trail cannot write; every call is refused until kura restarts");
         state.failed = Some(format!("the audit trail cannot write: {error}"));
+    }
+    let failed = state.failed.clone().unwrap_or_default();
+    for (_, done) in state.ordered.drain(..) {
+        done.complete(Err(failed.clone()));
     }
 }
 
@@ -552,6 +578,16 @@ fn complete(inner: &Inner, state: &mut State, id: u64) {
         }
         state.times.merge(reservation.times);
         state.written = reservation.point;
+    }
+    if !state.ordered.is_empty() {
+        let written = state.written.seq;
+        let (ready, later) = std::mem::take(&mut state.ordered)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= written);
+        state.ordered = later;
+        for (_, done) in ready {
+            done.complete(Ok(()));
+        }
     }
     inner
         .shared

@@ -32,22 +32,34 @@ pub(crate) fn parse_trust_policy(text: &str) -> Result<PolicyDocument, PolicyErr
     PolicyDocument::parse(text, PolicyKind::Trust)
 }
 
-/// The reasons AWS gives in access-denied messages.
+/// The reasons AWS gives in access-denied messages, shared by every service so that all
+/// denials read alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Denial {
+pub enum Denial {
     IdentityDeny,
     NoIdentityAllow,
     ResourceDeny,
     NoResourceAllow,
+    /// Another account's resource policy does not let the caller in (SEEDS.md point 20):
+    /// AWS's wording does not reveal whether the resource exists.
+    CrossAccount,
     /// STS's bare form, used when a trust policy does not let the caller in.
     Plain,
 }
 
 impl Denial {
-    pub(crate) fn message(self, principal: &str, action: &str, resource: &str) -> String {
-        let head = format!(
-            "User: {principal} is not authorized to perform: {action} on resource: {resource}"
-        );
+    /// Explicit denies win over grants; missing allows do not.
+    pub fn is_explicit(self) -> bool {
+        matches!(self, Denial::ResourceDeny | Denial::IdentityDeny)
+    }
+
+    /// AWS's message; a `resource` of `*` (an action on no particular resource) is not named.
+    pub fn message(self, principal: &str, action: &str, resource: &str) -> String {
+        let on = match resource {
+            "*" => String::new(),
+            _ => format!(" on resource: {resource}"),
+        };
+        let head = format!("User: {principal} is not authorized to perform: {action}{on}");
         match self {
             Denial::IdentityDeny => {
                 format!("{head} with an explicit deny in an identity-based policy")
@@ -61,14 +73,29 @@ impl Denial {
             Denial::NoResourceAllow => {
                 format!("{head} because no resource-based policy allows the {action} action")
             }
+            Denial::CrossAccount => format!(
+                "User: {principal} is not authorized to perform: {action} on this resource because the resource does not exist in this Region, no resource-based policies allow access, or a resource-based policy explicitly denies access"
+            ),
             Denial::Plain => head,
         }
     }
 }
 
-/// Condition keys every IAM and STS request carries (the principal's own keys, such as
-/// `aws:username`, are derived from the principal by the evaluator).
-pub(crate) fn base_context(ctx: &RequestContext) -> ContextKeys {
+/// Identity-only authorization, one rule for every action that no resource-based policy
+/// governs (IAM, CloudTrail, RDS, KMS's keyless actions): the caller's identity policies
+/// decide, and the root user may do anything. `Err` is AWS's access-denied message.
+pub fn authorize_identity(
+    policies: &[Arc<PolicyDocument>],
+    request: &AuthzRequest<'_>,
+) -> Result<(), String> {
+    identity_decision(policies, request)
+        .map_err(|denial| denial.message(&request.principal.arn, request.action, request.resource))
+}
+
+/// Condition keys every request carries, whatever the service, so that a global key means
+/// the same in every policy: the caller's (`aws:PrincipalArn` is the role's ARN for a role
+/// session, as on AWS) and the request's (`aws:SourceIp`, `aws:CurrentTime`, ...).
+pub fn base_context(ctx: &RequestContext) -> ContextKeys {
     let principal = &ctx.caller.principal;
     let mut keys = ContextKeys::new();
     keys.set(
@@ -128,21 +155,16 @@ impl Iam {
             context: &context,
         };
         let policies = self.identity_policies(principal);
-        let denied = |reason: Denial| {
-            Err(IamError::AccessDenied(reason.message(
-                &principal.arn,
-                action,
-                resource,
-            )))
-        };
-        if let Err(reason) = identity_decision(&policies, &request) {
-            return denied(reason);
-        }
+        authorize_identity(&policies, &request).map_err(IamError::AccessDenied)?;
         // IAM has no resource-based policies: another account's entities are out of reach.
         let foreign = parse_entity_arn(resource)
             .is_some_and(|arn| arn.account != "aws" && arn.account != principal.account);
         if foreign {
-            return denied(Denial::NoResourceAllow);
+            return Err(IamError::AccessDenied(Denial::NoResourceAllow.message(
+                &principal.arn,
+                action,
+                resource,
+            )));
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ use kura_policy::{PolicyDocument, Principal, PrincipalKind, PrincipalRef};
 use kura_store::Store;
 use kura_types::{AccountId, Clock, Timestamp};
 
+pub use authz::{Denial, authorize_identity, base_context};
 pub use error::IamError;
 pub use iam_api::IamService;
 pub use managed::{ADMINISTRATOR_ACCESS, READ_ONLY_ACCESS};

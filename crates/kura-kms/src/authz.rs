@@ -19,6 +19,7 @@
 //! the reason, in AWS's words.
 
 use kura_edge::RequestContext;
+use kura_iam::Denial;
 use kura_policy::{
     AuthzRequest, ContextKeys, Evaluation, PolicyDocument, PrincipalKind, PrincipalMatch,
     evaluate_all,
@@ -80,7 +81,7 @@ impl Kms {
             {
                 Ok(())
             }
-            Err(denial) => Err(denial.error(&ctx.caller.principal.arn, action, &key.arn)),
+            Err(denial) => Err(access_denied(denial, ctx, action, &key.arn)),
         }
     }
 
@@ -97,7 +98,7 @@ impl Kms {
         context: &ContextKeys,
     ) -> KmsResult<()> {
         self.policy_decision(ctx, action, key_arn, key_account, policy, context)
-            .map_err(|denial| denial.error(&ctx.caller.principal.arn, action, key_arn))
+            .map_err(|denial| access_denied(denial, ctx, action, key_arn))
     }
 
     fn policy_decision(
@@ -220,16 +221,8 @@ impl Kms {
             resource,
             context: &context,
         };
-        let shown_resource = (resource != "*").then_some(resource);
-        match self.identity_evaluation(ctx, &request) {
-            Evaluation::Allow { .. } => Ok(()),
-            Evaluation::ExplicitDeny { .. } => Err(KmsError::AccessDenied(
-                Denial::IdentityDeny.message(&principal.arn, action, shown_resource),
-            )),
-            Evaluation::NotApplicable => Err(KmsError::AccessDenied(
-                Denial::NoIdentityAllow.message(&principal.arn, action, shown_resource),
-            )),
-        }
+        let policies = self.iam.identity_policies(principal);
+        kura_iam::authorize_identity(&policies, &request).map_err(KmsError::AccessDenied)
     }
 
     fn identity_evaluation(&self, ctx: &RequestContext, request: &AuthzRequest<'_>) -> Evaluation {
@@ -237,27 +230,17 @@ impl Kms {
         evaluate_all(policies.iter().map(|p| -> &PolicyDocument { p }), request)
     }
 
-    /// Condition keys every KMS request carries.
+    /// Condition keys every KMS request carries: the global ones, and the caller's
+    /// account and the service it calls through.
     pub(crate) fn base_context(&self, ctx: &RequestContext) -> ContextKeys {
-        let principal = &ctx.caller.principal;
-        let mut keys = ContextKeys::new();
-        keys.set("kms:CallerAccount", principal.account.clone());
+        let mut keys = kura_iam::base_context(ctx);
+        keys.set("kms:CallerAccount", ctx.caller.principal.account.clone());
         if let Some(service) = ctx.via_service {
             keys.set(
                 "kms:ViaService",
                 via_service_name(service, ctx.region.as_str()),
             );
         }
-        keys.set("aws:PrincipalArn", principal.arn.clone());
-        keys.set("aws:PrincipalAccount", principal.account.clone());
-        keys.set("aws:userid", principal.user_id.clone());
-        if let Some(name) = &principal.username {
-            keys.set("aws:username", name.clone());
-        }
-        keys.set("aws:SourceIp", ctx.source_ip.to_string());
-        keys.set("aws:CurrentTime", ctx.time.iso8601_seconds());
-        keys.set("aws:EpochTime", ctx.time.secs().to_string());
-        keys.set("aws:RequestedRegion", ctx.region.to_string());
         keys
     }
 }
@@ -269,50 +252,9 @@ enum KeyPolicyAllow {
     No,
 }
 
-/// The reasons AWS gives in access-denied messages.
-#[derive(Clone, Copy, Debug)]
-enum Denial {
-    ResourceDeny,
-    IdentityDeny,
-    NoResourceAllow,
-    NoIdentityAllow,
-    CrossAccount,
-}
-
-impl Denial {
-    /// Explicit denies win over grants; missing allows do not.
-    fn is_explicit(self) -> bool {
-        matches!(self, Denial::ResourceDeny | Denial::IdentityDeny)
-    }
-
-    fn error(self, principal: &str, action: &str, resource: &str) -> KmsError {
-        KmsError::AccessDenied(self.message(principal, action, Some(resource)))
-    }
-
-    fn message(self, principal: &str, action: &str, resource: Option<&str>) -> String {
-        let on = resource
-            .map(|r| format!(" on resource: {r}"))
-            .unwrap_or_default();
-        match self {
-            Denial::ResourceDeny => format!(
-                "User: {principal} is not authorized to perform: {action}{on} with an explicit deny in a resource-based policy"
-            ),
-            Denial::IdentityDeny => format!(
-                "User: {principal} is not authorized to perform: {action}{on} with an explicit deny in an identity-based policy"
-            ),
-            Denial::NoResourceAllow => format!(
-                "User: {principal} is not authorized to perform: {action}{on} because no resource-based policy allows the {action} action"
-            ),
-            Denial::NoIdentityAllow => format!(
-                "User: {principal} is not authorized to perform: {action}{on} because no identity-based policy allows the {action} action"
-            ),
-            // AWS's wording when another account's key policy does not let the caller in
-            // (SEEDS.md point 20): it does not reveal whether the key exists.
-            Denial::CrossAccount => format!(
-                "User: {principal} is not authorized to perform: {action} on this resource because the resource does not exist in this Region, no resource-based policies allow access, or a resource-based policy explicitly denies access"
-            ),
-        }
-    }
+/// The AccessDeniedException of a refused key operation, in AWS's words.
+fn access_denied(denial: Denial, ctx: &RequestContext, action: &str, key_arn: &str) -> KmsError {
+    KmsError::AccessDenied(denial.message(&ctx.caller.principal.arn, action, key_arn))
 }
 
 /// `rds.amazonaws.com` in region `us-east-1` is `rds.us-east-1.amazonaws.com`, the form
@@ -461,7 +403,7 @@ mod tests {
         let message = Denial::CrossAccount.message(
             "arn:aws:iam::00000000AAAA:user/administrator",
             "kms:CreateGrant",
-            Some("arn:x"),
+            "arn:x",
         );
         assert_eq!(
             message,

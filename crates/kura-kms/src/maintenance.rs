@@ -1,7 +1,8 @@
 //! Work the KMS does on its own schedule: deleting keys whose waiting period is over and
 //! rotating keys whose rotation date has come.
 
-use kura_types::Timestamp;
+use kura_edge::{AuditResource, ServiceEvent};
+use kura_types::{Arn, Timestamp};
 
 use crate::error::KmsResult;
 use crate::model::KeyState;
@@ -33,6 +34,37 @@ impl Kms {
             }
         }
         Ok(report)
+    }
+
+    /// The CloudTrail events of a maintenance pass (`DeleteKey`, `RotateKey`): work KMS
+    /// does on its own is audited like calls, as AWS records it (`AwsServiceEvent`).
+    pub fn service_events(&self, report: &MaintenanceReport) -> Vec<ServiceEvent> {
+        let named = |name: &'static str| move |arn: &String| (name, arn.clone());
+        let time = self.clock.now();
+        report
+            .deleted
+            .iter()
+            .map(named("DeleteKey"))
+            .chain(report.rotated.iter().map(named("RotateKey")))
+            .filter_map(|(name, arn)| {
+                let parsed = Arn::parse(&arn).ok()?;
+                let key_id = parsed.resource.strip_prefix("key/")?.to_owned();
+                Some(ServiceEvent {
+                    account: parsed.account.clone(),
+                    region: self.region.clone(),
+                    time,
+                    event_source: "kms.amazonaws.com",
+                    event_name: name.to_owned(),
+                    resources: vec![AuditResource {
+                        account_id: parsed.account,
+                        resource_type: "AWS::KMS::Key".to_owned(),
+                        arn,
+                    }],
+                    service_event_details: Some(serde_json::json!({ "keyId": key_id })),
+                    read_only: false,
+                })
+            })
+            .collect()
     }
 
     /// Deletes a key whose deletion date has passed, with its aliases and grants.

@@ -104,6 +104,15 @@ fn keys_are_deleted_when_their_waiting_period_ends() {
     f.advance_days(1);
     let report = f.kms.run_maintenance().unwrap();
     assert_eq!(report.deleted.len(), 1);
+    // The deletion is recorded as CloudTrail's `DeleteKey` service event.
+    let [event] = f.kms.service_events(&report).try_into().unwrap();
+    assert_eq!(event.event_name, "DeleteKey");
+    assert_eq!(event.account, "111122223333");
+    assert_eq!(event.resources[0].arn, report.deleted[0]);
+    assert_eq!(
+        event.service_event_details,
+        Some(json!({ "keyId": key_id }))
+    );
     assert!(matches!(
         f.call("DescribeKey", json!({"KeyId": key_id})),
         Err(KmsError::NotFound(_))
@@ -171,7 +180,11 @@ fn automatic_rotation_happens_when_due_and_never_on_disabled_keys() {
     f.advance_days(89);
     assert!(f.kms.run_maintenance().unwrap().rotated.is_empty());
     f.advance_days(1);
-    assert_eq!(f.kms.run_maintenance().unwrap().rotated.len(), 1);
+    let report = f.kms.run_maintenance().unwrap();
+    assert_eq!(report.rotated.len(), 1);
+    let events = f.kms.service_events(&report);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_name, "RotateKey");
     let rotations = f
         .call("ListKeyRotations", json!({"KeyId": key_id}))
         .unwrap();

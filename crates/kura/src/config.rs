@@ -83,6 +83,9 @@ pub struct RdsConfig {
     pub key_check_interval_secs: Option<u64>,
     /// Hours a database may stay locked before it becomes terminal (default 168, AWS's 7 days).
     pub recoverable_period_hours: Option<u64>,
+    /// Seconds in a backup day (default 86400): automated snapshots are taken once per
+    /// backup day and kept for BackupRetentionPeriod days. Shorten only for tests.
+    pub backup_day_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

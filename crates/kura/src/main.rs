@@ -6,6 +6,7 @@
 //! that lives in the library crates.
 
 mod audit_cli;
+mod aws_cli;
 mod config;
 mod serve;
 mod volume_cli;

@@ -262,7 +262,7 @@ async fn serve(settings: Settings) -> Result<(), StartError> {
     rds.start()?;
 
     let tls = tls_acceptor(&settings.tls, &data_dir)?;
-    let mut edge = Edge::builder(settings.region.clone(), clock, iam.clone()).audit(audit);
+    let mut edge = Edge::builder(settings.region.clone(), clock, iam.clone()).audit(audit.clone());
     if let Some(trail) = &trail {
         let policies = iam.clone();
         edge = edge.json_service(Arc::new(kura_audit::CloudTrail::new(
@@ -288,11 +288,20 @@ async fn serve(settings: Settings) -> Result<(), StartError> {
         address: settings.listen.clone(),
         source,
     })?;
+    let endpoint = endpoint_url(address, tls.is_some());
+    let aws_data_path = match crate::aws_cli::write_sts_endpoint_rules(&data_dir, &endpoint) {
+        Ok(path) => Some(path),
+        Err(error) => {
+            tracing::warn!(%error, "cannot write the aws CLI's STS endpoint rules");
+            None
+        }
+    };
     print_banner(
         &settings,
-        address,
+        &endpoint,
         &data_dir,
         &credentials_file,
+        aws_data_path.as_deref(),
         tls.as_ref().map(|(_, ca)| ca.as_deref()),
     );
 
@@ -304,7 +313,7 @@ async fn serve(settings: Settings) -> Result<(), StartError> {
             .unwrap_or(60)
             .max(1),
     );
-    tokio::spawn(maintain(kms.clone(), maintenance_interval));
+    tokio::spawn(maintain(kms.clone(), audit.clone(), maintenance_interval));
     kura_edge::serve(
         edge,
         listener,
@@ -364,6 +373,7 @@ fn rds_settings(config: &Config, data_dir: &Path) -> kura_rds::RdsSettings {
                 .unwrap_or(7 * 24)
                 .saturating_mul(3600),
         ),
+        backup_day: Duration::from_secs(rds.backup_day_secs.unwrap_or(86_400).max(1)),
     }
 }
 
@@ -511,19 +521,32 @@ fn tls_acceptor(
     Ok(None)
 }
 
-fn print_banner(
-    settings: &Settings,
-    address: SocketAddr,
-    data_dir: &Path,
-    credentials: &Path,
-    tls: Option<Option<&Path>>,
-) {
-    let scheme = if tls.is_some() { "https" } else { "http" };
+/// The URL clients use to reach a listener on `address`.
+fn endpoint_url(address: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     let host = match address.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
         ip => ip.to_string(),
     };
-    let endpoint = format!("{scheme}://{host}:{}", address.port());
+    format!("{scheme}://{host}:{}", address.port())
+}
+
+fn print_banner(
+    settings: &Settings,
+    endpoint: &str,
+    data_dir: &Path,
+    credentials: &Path,
+    aws_data_path: Option<&Path>,
+    tls: Option<Option<&Path>>,
+) {
+    let data_path_hint = aws_data_path
+        .map(|path| {
+            format!(
+                "  export AWS_DATA_PATH={}   # aws CLI 2.9: role profiles (role_arn) assume roles here\n",
+                path.display()
+            )
+        })
+        .unwrap_or_default();
     let ca_flag = match tls {
         Some(Some(ca)) => format!(" --ca-bundle {}", ca.display()),
         _ => String::new(),
@@ -539,7 +562,7 @@ fn print_banner(
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "kura {} serving region {} on {endpoint}\n  data directory:   {}\n  credentials file: {} (profile \"default\" = arn:aws:iam::{DEFAULT_ACCOUNT}:user/{DEFAULT_USER})\n  audit trail:      {audit}\n  health:           {endpoint}/_kura/health   metrics: {endpoint}/metrics\nPoint the aws CLI at it:\n  export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION={}\n  aws --endpoint-url {endpoint}{ca_flag} kms list-keys",
+        "kura {} serving region {} on {endpoint}\n  data directory:   {}\n  credentials file: {} (profile \"default\" = arn:aws:iam::{DEFAULT_ACCOUNT}:user/{DEFAULT_USER})\n  audit trail:      {audit}\n  health:           {endpoint}/_kura/health   metrics: {endpoint}/metrics\nPoint the aws CLI at it:\n  export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION={}\n{data_path_hint}  aws --endpoint-url {endpoint}{ca_flag} kms list-keys",
         env!("CARGO_PKG_VERSION"),
         settings.region,
         data_dir.display(),
@@ -550,18 +573,23 @@ fn print_banner(
     let _ = out.flush();
 }
 
-async fn maintain(kms: Arc<Kms>, interval: Duration) {
+async fn maintain(kms: Arc<Kms>, audit: Arc<dyn kura_edge::AuditSink>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let kms = kms.clone();
-        match tokio::task::spawn_blocking(move || kms.run_maintenance()).await {
+        let worker = kms.clone();
+        match tokio::task::spawn_blocking(move || worker.run_maintenance()).await {
             Ok(Ok(report)) if report != Default::default() => {
                 tracing::info!(
                     deleted = report.deleted.len(),
                     rotated = report.rotated.len(),
                     "KMS maintenance"
                 );
+                for event in kms.service_events(&report) {
+                    if let Err(error) = audit.record_service_event(event).await {
+                        tracing::error!(%error, "could not record a KMS service event");
+                    }
+                }
             }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::error!(%error, "KMS maintenance failed"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Call, Empty, check_paging, metadata, paginate};
+use super::{Call, Empty, audit_response, check_paging, metadata, paginate};
 use crate::KeyEventKind;
 use crate::authz::RequestFacts;
 use crate::error::{KmsError, KmsResult};
@@ -182,9 +182,11 @@ impl Call<'_> {
             .ok_or_else(|| KmsError::Internal(format!("key {id} vanished after creation")))?;
         self.touches(&key);
         self.kms.publish(KeyEventKind::Created, &account, id);
-        Ok(KeyMetadataResponse {
+        let response = KeyMetadataResponse {
             key_metadata: metadata(&key),
-        })
+        };
+        self.audit.response_elements = audit_response(&response);
+        Ok(response)
     }
 
     pub fn describe_key(&mut self, request: KeyRequest) -> KmsResult<KeyMetadataResponse> {
@@ -302,12 +304,14 @@ impl Call<'_> {
             &updated.record.account,
             updated.record.id,
         );
-        Ok(ScheduleKeyDeletionResponse {
+        let response = ScheduleKeyDeletionResponse {
             key_id: updated.arn.clone(),
             deletion_date: deletion_date.epoch_seconds(),
             key_state: KeyState::PendingDeletion.as_str(),
             pending_window_in_days: window,
-        })
+        };
+        self.audit.response_elements = audit_response(&response);
+        Ok(response)
     }
 
     pub fn cancel_key_deletion(&mut self, request: KeyRequest) -> KmsResult<KeyIdResponse> {

@@ -203,6 +203,14 @@ pub(crate) fn audit_parameters(op: Operation, body: &[u8]) -> Option<serde_json:
     Some(serde_json::Value::Object(shown))
 }
 
+/// A response as CloudTrail shows it in `responseElements` (lower camel member names), for
+/// the operations whose response AWS records (CreateKey, ScheduleKeyDeletion, CreateGrant).
+pub(crate) fn audit_response(response: &impl Serialize) -> Option<serde_json::Value> {
+    serde_json::to_value(response)
+        .ok()
+        .map(|value| camel_case_keys("", value))
+}
+
 fn camel_case_keys(member: &str, value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     if MAP_MEMBERS.contains(&member) {
