@@ -251,7 +251,8 @@ def test_unencrypted_snapshot_shared_and_restored_by_another_account(server):
 
     arn = f"arn:aws:rds:{REGION}:{ACCOUNT_A}:snapshot:pg-plain-snap"
     listed = rds_b.describe_db_snapshots(IncludeShared=True)["DBSnapshots"]
-    assert [s["DBSnapshotArn"] for s in listed] == [arn]
+    assert arn in [s["DBSnapshotArn"] for s in listed]
+    assert all(s["DBSnapshotArn"] == arn or f":{ACCOUNT_B}:" in s["DBSnapshotArn"] for s in listed)
     with pytest.raises(ClientError) as e:
         rds_b.describe_db_snapshots(DBSnapshotIdentifier="pg-plain-snap")  # shared: by ARN only
     assert error_of(e)[0] == "DBSnapshotNotFound"
@@ -316,3 +317,50 @@ def test_unencrypted_snapshot_shared_and_restored_by_another_account(server):
     port = rds_a.describe_db_instances(DBInstanceIdentifier="pg-plain")["DBInstances"][0]["Endpoint"]["Port"]
     assert "(4 rows)" in psql(port, "SELECT * FROM users;").stdout
     rds_a.delete_db_instance(DBInstanceIdentifier="pg-plain", SkipFinalSnapshot=True)
+
+
+def test_automated_snapshots_are_taken_kept_and_pruned(tmp_path):
+    """A backup day of 3 seconds: automated snapshots appear once per day, cannot be
+    shared or deleted by hand, become manual when copied, expire after the retention
+    period, and go with their database."""
+    server = KuraServer(tmp_path / "data", config=rds_config().replace(
+        "[rds]\n", "[rds]\nbackup_day_secs = 3\nfirst_port = 26432\n").replace("first_port = 25432\n", ""))
+    try:
+        rds = server.client("rds")
+        rds.create_db_instance(DBInstanceIdentifier="pg-auto", Engine="postgres", DBInstanceClass="db.t3.micro",
+                               MasterUsername="admin_user", MasterUserPassword=PASSWORD, AllocatedStorage=20,
+                               BackupRetentionPeriod=1)
+        wait_for(instance_status(rds, "pg-auto"), "available")
+
+        def automated():
+            return [s for s in rds.describe_db_snapshots(DBInstanceIdentifier="pg-auto",
+                                                         SnapshotType="automated")["DBSnapshots"]
+                    if s["Status"] == "available"]
+        wait_for(lambda: len(automated()) > 0, True, timeout=30)
+        first = automated()[0]
+        assert first["DBSnapshotIdentifier"].startswith("rds:pg-auto-") and first["SnapshotType"] == "automated"
+        assert rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"] == []
+
+        with pytest.raises(ClientError) as e:
+            rds.modify_db_snapshot_attribute(DBSnapshotIdentifier=first["DBSnapshotIdentifier"],
+                                             AttributeName="restore", ValuesToAdd=[ACCOUNT_B])
+        assert error_of(e)[0] == "InvalidParameterValue"
+        with pytest.raises(ClientError) as e:
+            rds.delete_db_snapshot(DBSnapshotIdentifier=first["DBSnapshotIdentifier"])
+        assert error_of(e)[0] == "InvalidDBSnapshotState"
+        copy = rds.copy_db_snapshot(SourceDBSnapshotIdentifier=first["DBSnapshotIdentifier"],
+                                    TargetDBSnapshotIdentifier="pg-auto-copy")["DBSnapshot"]
+        assert copy["SnapshotType"] == "manual"
+        wait_for(snapshot_status(rds, "pg-auto-copy"), "available")
+        rds.modify_db_snapshot_attribute(DBSnapshotIdentifier="pg-auto-copy", AttributeName="restore",
+                                         ValuesToAdd=[ACCOUNT_B])
+
+        # One retention day later the first automated snapshot is gone, newer ones remain.
+        wait_for(lambda: first["DBSnapshotIdentifier"] not in [s["DBSnapshotIdentifier"] for s in automated()],
+                 True, timeout=30)
+        assert 1 <= len(automated()) <= 2
+        rds.delete_db_instance(DBInstanceIdentifier="pg-auto", SkipFinalSnapshot=True)
+        wait_for(lambda: len(rds.describe_db_snapshots(SnapshotType="automated")["DBSnapshots"]), 0, timeout=30)
+        assert [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]] == ["pg-auto-copy"]
+    finally:
+        server.stop()

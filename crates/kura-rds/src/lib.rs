@@ -11,6 +11,7 @@
 //! (via the service) or as the service-linked role under the caller's grant, and is
 //! audited like any other call ([`keys`]).
 
+mod backups;
 mod chunks;
 mod error;
 mod keys;
@@ -52,6 +53,9 @@ pub struct RdsSettings {
     /// How long a database may stay `inaccessible-encryption-credentials-recoverable`
     /// before it becomes terminal (AWS: 7 days).
     pub recoverable_period: Duration,
+    /// The length of a backup day: automated snapshots are taken once per such day and
+    /// kept for `BackupRetentionPeriod` of them (a day; shortened in tests).
+    pub backup_day: Duration,
 }
 
 /// The database service.
@@ -105,6 +109,7 @@ impl Rds {
         let rds = self.clone();
         tokio::spawn(async move {
             rds.recover_after_restart(to_restore).await;
+            tokio::spawn(rds.clone().run_automated_backups());
             rds.watch_keys().await;
         });
         Ok(())

@@ -39,7 +39,7 @@ pub(crate) struct UnitSpec {
 }
 
 #[derive(Default)]
-struct Unit {
+pub(crate) struct Unit {
     storage: Option<Box<dyn OpenStorage>>,
     engine: Option<EngineProcess>,
     locked: bool,
@@ -230,22 +230,24 @@ impl Runtime {
     /// [`Frozen::thaw`]: the volume's gate for encrypted storage, a paused engine for
     /// plain files. A unit with nothing running needs no hold.
     pub async fn freeze(&self, resource_id: &str) -> RdsResult<Frozen> {
-        let unit = self.unit(resource_id);
-        let unit = unit.lock().await;
+        let unit = self.unit(resource_id).lock_owned().await;
         if let Some(guard) = match &unit.storage {
             Some(storage) => storage.freeze().await?,
             None => None,
         } {
             return Ok(Frozen::Volume(guard));
         }
-        match &unit.engine {
+        let paused = match &unit.engine {
             Some(engine) => engine
                 .pause()
                 .await
-                .map(Frozen::Engine)
-                .map_err(|e| RdsError::Internal(format!("pausing the engine: {e}"))),
-            None => Ok(Frozen::Idle),
-        }
+                .map_err(|e| RdsError::Internal(format!("pausing the engine: {e}")))?,
+            None => return Ok(Frozen::Idle),
+        };
+        // The unit stays locked while its engine is paused: a stop or restart waits for
+        // the copy instead of signalling a stopped process. (Plain storage has no key, so
+        // no key-driven lock ever needs to get past this.)
+        Ok(Frozen::Engine(paused, unit))
     }
 
     /// The directory a unit's image lives in (see [`crate::storage::image_dir`]).
@@ -304,7 +306,7 @@ impl Runtime {
 /// A unit's writes held for a copy; see [`Runtime::freeze`].
 pub(crate) enum Frozen {
     Volume(#[allow(dead_code)] Box<dyn Send>),
-    Engine(PausedEngine),
+    Engine(PausedEngine, tokio::sync::OwnedMutexGuard<Unit>),
     Idle,
 }
 
@@ -312,7 +314,7 @@ impl Frozen {
     pub async fn thaw(self) {
         match self {
             Frozen::Volume(guard) => drop(guard),
-            Frozen::Engine(paused) => paused.resume().await,
+            Frozen::Engine(paused, _unit) => paused.resume().await,
             Frozen::Idle => {}
         }
     }

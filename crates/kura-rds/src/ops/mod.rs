@@ -3,11 +3,11 @@
 mod clusters;
 mod instances;
 mod misc;
-mod snapshots;
+pub(crate) mod snapshots;
 
 use kura_edge::xml::XmlWriter;
 use kura_edge::{AuditDetails, AuditResource, QueryParams, RequestContext};
-use kura_policy::{AuthzRequest, ContextKeys, Evaluation, evaluate_all};
+use kura_policy::AuthzRequest;
 
 use crate::Rds;
 use crate::error::{RdsError, RdsResult};
@@ -77,10 +77,11 @@ impl Call<'_> {
         &self.ctx.caller.principal.account
     }
 
-    /// Identity-policy authorization of an RDS action on a resource ARN.
+    /// Identity-policy authorization of an RDS action on a resource ARN, with the global
+    /// condition keys every request carries.
     pub fn authorize(&self, action: &str, resource: &str) -> RdsResult<()> {
         let principal = &self.ctx.caller.principal;
-        let context = ContextKeys::new();
+        let context = kura_iam::base_context(self.ctx);
         let request = AuthzRequest {
             principal,
             action,
@@ -88,17 +89,7 @@ impl Call<'_> {
             context: &context,
         };
         let policies = self.rds.iam.identity_policies(principal);
-        match evaluate_all(policies.iter().map(|p| p.as_ref()), &request) {
-            Evaluation::Allow { .. } => Ok(()),
-            Evaluation::ExplicitDeny { .. } => Err(RdsError::AccessDenied(format!(
-                "User: {} is not authorized to perform: {action} on resource: {resource} with an explicit deny in an identity-based policy",
-                principal.arn
-            ))),
-            Evaluation::NotApplicable => Err(RdsError::AccessDenied(format!(
-                "User: {} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action",
-                principal.arn
-            ))),
-        }
+        kura_iam::authorize_identity(&policies, &request).map_err(RdsError::AccessDenied)
     }
 
     pub fn arn(&self, kind: &str, id: &str) -> String {

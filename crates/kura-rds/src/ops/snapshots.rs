@@ -130,34 +130,7 @@ impl Call<'_> {
         kind: SnapshotKind,
         source: &SourceDatabase,
     ) -> RdsResult<SnapshotRecord> {
-        Ok(SnapshotRecord {
-            account: self.account().to_owned(),
-            region: self.rds.region.to_string(),
-            id: String::new(),
-            kind,
-            snapshot_type: MANUAL.to_owned(),
-            data_id: new_resource_id("snap-")?,
-            source_db: source.id.clone(),
-            source_resource_id: source.resource_id.clone(),
-            source_created: source.created,
-            engine: source.engine.clone(),
-            engine_version: source.engine_version.clone(),
-            master_username: source.master_username.clone(),
-            database_name: source.database_name.clone(),
-            allocated_storage: source.allocated_storage,
-            status: status::CREATING.to_owned(),
-            percent_progress: 0,
-            created: self.ctx.time,
-            storage: StorageRecord {
-                grant_id: None,
-                provisioned: false,
-                locked_since: None,
-                ..source.storage.clone()
-            },
-            source_snapshot_arn: None,
-            shared_with: Vec::new(),
-            tags: source.tags.clone(),
-        })
+        snapshot_record(kind, source, MANUAL, self.ctx.time)
     }
 
     // ----- describe, delete -------------------------------------------------------
@@ -243,6 +216,12 @@ impl Call<'_> {
     ) -> RdsResult<String> {
         let snapshot = self.own_snapshot(kind, p.required(kind.identifier_name())?, audit)?;
         self.authorize(&format!("rds:Delete{}", kind.element()), &snapshot.arn())?;
+        if snapshot.snapshot_type != MANUAL {
+            return Err(RdsError::InvalidSnapshotState(
+                kind,
+                "Only manual snapshots may be deleted; automated snapshots expire with the backup retention period.".into(),
+            ));
+        }
         self.rds
             .state
             .remove_snapshot(self.account(), kind, &snapshot.id)?;
@@ -685,8 +664,47 @@ impl Call<'_> {
     }
 }
 
+/// A new snapshot of `source` (id and tags to be set by the caller), `creating`.
+pub(crate) fn snapshot_record(
+    kind: SnapshotKind,
+    source: &SourceDatabase,
+    snapshot_type: &str,
+    now: kura_types::Timestamp,
+) -> RdsResult<SnapshotRecord> {
+    Ok(SnapshotRecord {
+        account: source.account.clone(),
+        region: source.region.clone(),
+        id: String::new(),
+        kind,
+        snapshot_type: snapshot_type.to_owned(),
+        data_id: new_resource_id("snap-")?,
+        source_db: source.id.clone(),
+        source_resource_id: source.resource_id.clone(),
+        source_created: source.created,
+        engine: source.engine.clone(),
+        engine_version: source.engine_version.clone(),
+        master_username: source.master_username.clone(),
+        database_name: source.database_name.clone(),
+        allocated_storage: source.allocated_storage,
+        status: status::CREATING.to_owned(),
+        percent_progress: 0,
+        created: now,
+        storage: StorageRecord {
+            grant_id: None,
+            provisioned: false,
+            locked_since: None,
+            ..source.storage.clone()
+        },
+        source_snapshot_arn: None,
+        shared_with: Vec::new(),
+        tags: source.tags.clone(),
+    })
+}
+
 /// The facts of a database a snapshot is taken of.
 pub(crate) struct SourceDatabase {
+    account: String,
+    region: String,
     id: String,
     resource_id: String,
     created: kura_types::Timestamp,
@@ -700,9 +718,21 @@ pub(crate) struct SourceDatabase {
     tags: Vec<(String, String)>,
 }
 
+impl SourceDatabase {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn resource_id(&self) -> &str {
+        &self.resource_id
+    }
+}
+
 impl From<InstanceRecord> for SourceDatabase {
     fn from(i: InstanceRecord) -> Self {
         Self {
+            account: i.account,
+            region: i.region,
             id: i.id,
             resource_id: i.resource_id,
             created: i.created,
@@ -724,6 +754,8 @@ impl From<InstanceRecord> for SourceDatabase {
 impl From<ClusterRecord> for SourceDatabase {
     fn from(c: ClusterRecord) -> Self {
         Self {
+            account: c.account,
+            region: c.region,
             id: c.id,
             resource_id: c.resource_id,
             created: c.created,
@@ -879,7 +911,7 @@ impl Rds {
     }
 
     /// Retires a deleted snapshot's grant and removes its image.
-    async fn discard_snapshot_data(&self, snapshot: &SnapshotRecord) {
+    pub(crate) async fn discard_snapshot_data(&self, snapshot: &SnapshotRecord) {
         self.keys
             .release(&snapshot.account, &snapshot.storage)
             .await;
@@ -890,7 +922,7 @@ impl Rds {
 
     /// Takes the image of the snapshot's database, holding its writes meanwhile, and
     /// gives the snapshot its own grant on the key.
-    async fn capture(self: Arc<Self>, snapshot: SnapshotRecord) {
+    pub(crate) async fn capture(self: Arc<Self>, snapshot: SnapshotRecord) {
         let outcome = async {
             let grant = self
                 .keys
