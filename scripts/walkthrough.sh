@@ -64,7 +64,8 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 100); do
-  curl -fs "$ENDPOINT/_kura/health" >/dev/null 2>&1 && break
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+    "$ENDPOINT/_kura/health" 2>/dev/null && break
   sleep 0.1
 done
 
