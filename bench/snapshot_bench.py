@@ -51,12 +51,6 @@ def timed(action):
     return time.monotonic() - started
 
 
-def backing_dir(data_dir, resource_id):
-    found = list(data_dir.glob(f"rds/{resource_id}/storage/backing")) + list(
-        pathlib.Path("/var/lib/kura").glob(f"rds-*/{resource_id}/storage/backing"))
-    return found[0]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -75,7 +69,7 @@ def main():
                        check=True, env=env, capture_output=True)
         subprocess.run(["psql", conninfo(port), "-X", "-c", "CHECKPOINT"], check=True, env=env, capture_output=True)
         resource = rds.describe_db_instances(DBInstanceIdentifier="source")["DBInstances"][0]["DbiResourceId"]
-        backing = backing_dir(server.data_dir, resource)
+        backing = server.rds_dir / resource / "storage" / "backing"
         size_mb = sum(f.stat().st_size for f in backing.rglob("*") if f.is_file()) / 1e6
         results = {name: [] for name in ("cp -a + sync (reference)", "create snapshot", "copy, same key",
                                          "copy, another key (re-encrypt)", "restore to available",

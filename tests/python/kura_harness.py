@@ -5,14 +5,17 @@ configuration file; tests talk to it only through real clients (boto3, the aws C
 raw HTTP where they need to send what no SDK would.
 """
 
+import atexit
 import os
 import pathlib
 import re
 import selectors
 import shutil
+import shutil
 import signal
 import subprocess
 import time
+import uuid
 
 import boto3
 import botocore.config
@@ -55,6 +58,18 @@ def config_text(extra=""):
     return "\n".join(lines) + "\n" + extra
 
 
+# Database files of test servers: a directory the engines' users can traverse (pytest's
+# own temporary directories are not), removed when the test run ends.
+RDS_ROOT = pathlib.Path("/var/tmp/kura-tests")
+
+
+def with_rds_dir(config, rds_dir):
+    line = f'data_dir = "{rds_dir}"\n'
+    if "[rds]\n" in config:
+        return config.replace("[rds]\n", "[rds]\n" + line, 1)
+    return config + "\n[rds]\n" + line
+
+
 class KuraServer:
     """A running `kura serve` process."""
 
@@ -64,7 +79,9 @@ class KuraServer:
         self.data_dir = pathlib.Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.data_dir.parent / (self.data_dir.name + ".toml")
-        self.config_path.write_text(config if config is not None else config_text())
+        self.rds_dir = RDS_ROOT / uuid.uuid4().hex
+        atexit.register(shutil.rmtree, self.rds_dir, True)
+        self.config_path.write_text(with_rds_dir(config if config is not None else config_text(), self.rds_dir))
         self.extra_args = list(extra_args)
         self.listen = listen
         self.process = None

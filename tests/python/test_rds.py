@@ -64,12 +64,10 @@ def instance_status(rds, instance_id):
 
 
 def unit_dir(server, resource_id):
-    """The directory of a database's files (under the data directory, or /var/lib/kura
-    when the engines cannot traverse the data directory's parents)."""
-    candidates = list(server.data_dir.glob(f"rds/{resource_id}")) + list(
-        pathlib.Path("/var/lib/kura").glob(f"rds-*/{resource_id}"))
-    assert len(candidates) == 1, candidates
-    return candidates[0]
+    """The directory of a database's files."""
+    path = server.rds_dir / resource_id
+    assert path.is_dir(), path
+    return path
 
 
 def grep_tree(root, needle):
