@@ -105,10 +105,12 @@ impl Rds {
     /// their engine accepts connections again.
     pub fn start(self: &Arc<Self>) -> RdsResult<()> {
         let to_restore = self.mark_restarting()?;
-        self.fail_interrupted_snapshots()?;
+        let interrupted = self.interrupted_snapshots();
+        self.snapshot_data.clear_scratch();
         let rds = self.clone();
         tokio::spawn(async move {
             rds.recover_after_restart(to_restore).await;
+            rds.resume_snapshots(interrupted).await;
             tokio::spawn(rds.clone().run_automated_backups());
             rds.watch_keys().await;
         });

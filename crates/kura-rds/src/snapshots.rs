@@ -51,6 +51,23 @@ impl SnapshotData {
         }
     }
 
+    /// Clears what a killed kura left in the scratch directory: dead FUSE mounts of
+    /// re-encryptions in progress and their half-written files. Call before any
+    /// re-encryption starts.
+    pub fn clear_scratch(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.scratch) else {
+            return;
+        };
+        for work in entries.filter_map(Result::ok).map(|e| e.path()) {
+            for mount_point in ["source-mnt", "target-mnt"] {
+                let _ = kura_volume::clear_dead_mount(&work.join(mount_point));
+            }
+            if let Err(error) = std::fs::remove_dir_all(&work) {
+                tracing::warn!(dir = %work.display(), %error, "could not clear a scratch directory");
+            }
+        }
+    }
+
     /// Stores the image under `image_dir` as `data_id`. The caller holds the database's
     /// writes (see `Runtime::freeze`) for the duration.
     pub async fn capture(

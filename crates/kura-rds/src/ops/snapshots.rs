@@ -818,23 +818,83 @@ fn attributes_xml(snapshot: &SnapshotRecord) -> String {
 }
 
 impl Rds {
-    /// A snapshot, copy or restore cut short by a stop of kura does not resume: its
-    /// snapshot is marked `failed` (delete it and take it again).
-    pub(crate) fn fail_interrupted_snapshots(&self) -> RdsResult<()> {
-        for snapshot in self.state.all_snapshots() {
-            if snapshot.status == status::CREATING {
-                self.state.update_snapshot(
-                    &snapshot.account,
-                    snapshot.kind,
-                    &snapshot.id,
-                    |s| {
-                        s.status = status::FAILED.to_owned();
-                        Ok(())
-                    },
-                )?;
+    /// Snapshots and copies cut short by a stop of kura, to resume once the databases
+    /// are back ([`Rds::resume_snapshots`]).
+    pub(crate) fn interrupted_snapshots(&self) -> Vec<SnapshotRecord> {
+        self.state
+            .all_snapshots()
+            .into_iter()
+            .filter(|s| s.status == status::CREATING)
+            .collect()
+    }
+
+    /// Finishes interrupted work. A snapshot is captured again: chunks already stored are
+    /// not written twice, so an interrupted capture resumes where its data is unchanged. A
+    /// copy is redone; the service reaches both keys through its grants, except for a
+    /// source shared by another account, whose key only the copying caller could open:
+    /// such a copy is marked `failed` (delete it and copy again).
+    pub(crate) async fn resume_snapshots(self: &Arc<Self>, interrupted: Vec<SnapshotRecord>) {
+        for snapshot in interrupted {
+            tracing::info!(snapshot = %snapshot.id, "resuming an interrupted snapshot");
+            let Some(source_arn) = snapshot.source_snapshot_arn.clone() else {
+                self.clone().capture(snapshot).await;
+                continue;
+            };
+            let source = self
+                .state
+                .all_snapshots()
+                .into_iter()
+                .find(|s| s.arn() == source_arn && s.status == status::AVAILABLE);
+            let plan = match &source {
+                Some(source) => self.resumed_copy_plan(source, &snapshot).await,
+                None => Err(RdsError::Internal(
+                    "the source snapshot is gone or not available".into(),
+                )),
+            };
+            match (source, plan) {
+                (Some(source), Ok(plan)) => {
+                    self.clone().complete_copy(source, snapshot, plan).await
+                }
+                (_, Err(error)) => self.finish_snapshot(&snapshot, Err(error)).await,
+                (None, Ok(_)) => {}
             }
         }
-        Ok(())
+    }
+
+    async fn resumed_copy_plan(
+        &self,
+        source: &SnapshotRecord,
+        copy: &SnapshotRecord,
+    ) -> RdsResult<CopyPlan> {
+        if copy.storage.wrapped_key == source.storage.wrapped_key {
+            return Ok(CopyPlan::SameKey);
+        }
+        if source.account != copy.account {
+            return Err(RdsError::Internal(
+                "a copy of another account's snapshot cannot resume without its caller".into(),
+            ));
+        }
+        let opened = |what: &'static str| {
+            move |e: kura_edge::ApiError| RdsError::Internal(format!("opening the {what} key: {e}"))
+        };
+        let source_key = match source.storage.encrypted {
+            true => Some(
+                self.keys
+                    .unwrap(&copy.account, &source.storage)
+                    .await
+                    .map_err(opened("source"))?,
+            ),
+            false => None,
+        };
+        let target_key = self
+            .keys
+            .unwrap(&copy.account, &copy.storage)
+            .await
+            .map_err(opened("target"))?;
+        Ok(CopyPlan::Reencrypt {
+            source_key,
+            target_key,
+        })
     }
 
     pub(crate) fn snapshot_xml(&self, snapshot: &SnapshotRecord) -> String {
@@ -953,7 +1013,7 @@ impl Rds {
         }
     }
 
-    async fn complete_copy(
+    pub(crate) async fn complete_copy(
         self: Arc<Self>,
         source: SnapshotRecord,
         copy: SnapshotRecord,
