@@ -381,6 +381,8 @@ def test_a_copy_interrupted_by_kill_9_resumes_after_restart(tmp_path):
         wait_for(instance_status(rds, "pg-kill"), "available")
         port = rds.describe_db_instances(DBInstanceIdentifier="pg-kill")["DBInstances"][0]["Endpoint"]["Port"]
         psql(port, SEED_TABLE)
+        # Enough data (~50 MB) that re-encrypting it takes seconds, so the kill lands mid-copy.
+        psql(port, "CREATE TABLE filler AS SELECT repeat(md5(i::text), 30) AS pad FROM generate_series(1, 50000) i;")
         rds.create_db_snapshot(DBSnapshotIdentifier="pg-kill-snap", DBInstanceIdentifier="pg-kill")
         wait_for(snapshot_status(rds, "pg-kill-snap"), "available")
         copy = rds.copy_db_snapshot(SourceDBSnapshotIdentifier="pg-kill-snap", TargetDBSnapshotIdentifier="pg-kill-b",
