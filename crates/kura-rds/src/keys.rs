@@ -57,6 +57,25 @@ pub(crate) struct NewStorageKey {
     pub key: SecretBytes,
 }
 
+/// A CreateGrant request giving the service-linked role `role_arn` the use of `key_arn`
+/// for `operations`, only with an encryption context containing `context`.
+fn service_grant(
+    key_arn: &str,
+    role_arn: &str,
+    operations: &[&str],
+    context: &BTreeMap<String, String>,
+    name: &str,
+) -> Value {
+    json!({
+        "KeyId": key_arn,
+        "GranteePrincipal": role_arn,
+        "RetiringPrincipal": role_arn,
+        "Operations": operations,
+        "Constraints": { "EncryptionContextSubset": context },
+        "Name": name,
+    })
+}
+
 /// Which key an error is about; AWS words `KMSKeyNotAccessibleFault` after it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum KeyRole {
@@ -207,14 +226,7 @@ impl KmsAccess {
             .call(
                 &on_behalf,
                 "CreateGrant",
-                json!({
-                    "KeyId": arn,
-                    "GranteePrincipal": role_arn,
-                    "RetiringPrincipal": role_arn,
-                    "Operations": GRANT_OPERATIONS,
-                    "Constraints": { "EncryptionContextSubset": context },
-                    "Name": resource_id,
-                }),
+                service_grant(&arn, &role_arn, GRANT_OPERATIONS, &context, resource_id),
             )
             .await
             .map_err(|e| role.not_accessible(requested, &e))?;
@@ -243,14 +255,13 @@ impl KmsAccess {
             .call(
                 &self.service_context(account),
                 "CreateGrant",
-                json!({
-                    "KeyId": arn,
-                    "GranteePrincipal": role_arn,
-                    "RetiringPrincipal": role_arn,
-                    "Operations": GRANT_OPERATIONS,
-                    "Constraints": { "EncryptionContextSubset": storage.encryption_context },
-                    "Name": name,
-                }),
+                service_grant(
+                    arn,
+                    &role_arn,
+                    GRANT_OPERATIONS,
+                    &storage.encryption_context,
+                    name,
+                ),
             )
             .await?;
         Ok(grant["GrantId"].as_str().map(str::to_owned))
@@ -273,14 +284,13 @@ impl KmsAccess {
             .call(
                 &ctx.on_behalf_via(SERVICE_PRINCIPAL),
                 "CreateGrant",
-                json!({
-                    "KeyId": arn,
-                    "GranteePrincipal": role_arn,
-                    "RetiringPrincipal": role_arn,
-                    "Operations": ["Decrypt", "DescribeKey", "RetireGrant"],
-                    "Constraints": { "EncryptionContextSubset": source.encryption_context },
-                    "Name": "kura-snapshot-copy",
-                }),
+                service_grant(
+                    &arn,
+                    &role_arn,
+                    &["Decrypt", "DescribeKey", "RetireGrant"],
+                    &source.encryption_context,
+                    "kura-snapshot-copy",
+                ),
             )
             .await
             .map_err(|e| role.not_accessible(&arn, &e))?;

@@ -514,20 +514,7 @@ impl Call<'_> {
         p: &Params<'_>,
         audit: &mut AuditDetails,
     ) -> RdsResult<String> {
-        let kind = SnapshotKind::Instance;
-        let source = self.usable_snapshot(kind, p.required("DBSnapshotIdentifier")?, audit)?;
-        let id = check_identifier("DBInstanceIdentifier", p.required("DBInstanceIdentifier")?)?;
-        let arn = self.arn("db", &id);
-        add_resource(audit, self.account(), "AWS::RDS::DBInstance", &arn);
-        self.authorize("rds:RestoreDBInstanceFromDBSnapshot", &arn)?;
-        if source.account != self.account() && source.storage.encrypted {
-            return Err(RdsError::InvalidParameterValue(
-                "Restoring db instance from cross account storage encrypted snapshot is not supported.".into(),
-            ));
-        }
-        if self.rds.state.instance(self.account(), &id).is_some() {
-            return Err(RdsError::InstanceAlreadyExists(id));
-        }
+        let (source, id) = self.begin_restore(SnapshotKind::Instance, p, audit)?;
         let engine = Engine::parse(p.string("Engine").unwrap_or(&source.engine))?;
         let port = self.rds.choose_port(p.int("Port")?)?;
         let resource_id = new_resource_id("db-")?;
@@ -558,12 +545,14 @@ impl Call<'_> {
             tags: p.tags("Tags"),
         };
         self.rds.state.insert_instance(record.clone())?;
-        let unit = Unit::Instance {
-            account: self.account().to_owned(),
-            id,
-        };
-        let rds = self.rds.clone();
-        tokio::spawn(async move { rds.complete_restore(unit, source, image).await });
+        self.spawn_restore(
+            Unit::Instance {
+                account: self.account().to_owned(),
+                id,
+            },
+            source,
+            image,
+        );
         Ok(self.rds.instance_xml(&record, &storage))
     }
 
@@ -572,15 +561,7 @@ impl Call<'_> {
         p: &Params<'_>,
         audit: &mut AuditDetails,
     ) -> RdsResult<String> {
-        let kind = SnapshotKind::Cluster;
-        let source = self.usable_snapshot(kind, p.required("SnapshotIdentifier")?, audit)?;
-        let id = check_identifier("DBClusterIdentifier", p.required("DBClusterIdentifier")?)?;
-        let arn = self.arn("cluster", &id);
-        add_resource(audit, self.account(), "AWS::RDS::DBCluster", &arn);
-        self.authorize("rds:RestoreDBClusterFromSnapshot", &arn)?;
-        if self.rds.state.cluster(self.account(), &id).is_some() {
-            return Err(RdsError::ClusterAlreadyExists(id));
-        }
+        let (source, id) = self.begin_restore(SnapshotKind::Cluster, p, audit)?;
         let engine = Engine::parse(p.required("Engine")?)?;
         if engine.family() != Engine::parse(&source.engine)?.family() {
             return Err(RdsError::InvalidParameterCombination(format!(
@@ -616,13 +597,69 @@ impl Call<'_> {
             tags: p.tags("Tags"),
         };
         self.rds.state.insert_cluster(record.clone())?;
-        let unit = Unit::Cluster {
-            account: self.account().to_owned(),
-            id,
+        self.spawn_restore(
+            Unit::Cluster {
+                account: self.account().to_owned(),
+                id,
+            },
+            source,
+            image,
+        );
+        Ok(self.rds.cluster_xml(&record))
+    }
+
+    /// What both restores check first: the snapshot (usable by the caller), the new
+    /// database's identifier (valid, authorized, free), and AWS's rule that an instance
+    /// cannot be restored straight from another account's encrypted snapshot.
+    fn begin_restore(
+        &self,
+        kind: SnapshotKind,
+        p: &Params<'_>,
+        audit: &mut AuditDetails,
+    ) -> RdsResult<(SnapshotRecord, String)> {
+        let (snapshot_parameter, db_parameter, arn_kind, resource_type) = match kind {
+            SnapshotKind::Instance => (
+                "DBSnapshotIdentifier",
+                "DBInstanceIdentifier",
+                "db",
+                "AWS::RDS::DBInstance",
+            ),
+            SnapshotKind::Cluster => (
+                "SnapshotIdentifier",
+                "DBClusterIdentifier",
+                "cluster",
+                "AWS::RDS::DBCluster",
+            ),
         };
+        let source = self.usable_snapshot(kind, p.required(snapshot_parameter)?, audit)?;
+        let id = check_identifier(db_parameter, p.required(db_parameter)?)?;
+        let arn = self.arn(arn_kind, &id);
+        add_resource(audit, self.account(), resource_type, &arn);
+        let action = match kind {
+            SnapshotKind::Instance => "rds:RestoreDBInstanceFromDBSnapshot",
+            SnapshotKind::Cluster => "rds:RestoreDBClusterFromSnapshot",
+        };
+        self.authorize(action, &arn)?;
+        let shared_encrypted = source.account != self.account() && source.storage.encrypted;
+        if kind == SnapshotKind::Instance && shared_encrypted {
+            return Err(RdsError::InvalidParameterValue(
+                "Restoring db instance from cross account storage encrypted snapshot is not supported.".into(),
+            ));
+        }
+        match kind {
+            SnapshotKind::Instance if self.rds.state.instance(self.account(), &id).is_some() => {
+                Err(RdsError::InstanceAlreadyExists(id))
+            }
+            SnapshotKind::Cluster if self.rds.state.cluster(self.account(), &id).is_some() => {
+                Err(RdsError::ClusterAlreadyExists(id))
+            }
+            _ => Ok((source, id)),
+        }
+    }
+
+    fn spawn_restore(&self, unit: Unit, source: SnapshotRecord, image: RestoreImage) {
         let rds = self.rds.clone();
         tokio::spawn(async move { rds.complete_restore(unit, source, image).await });
-        Ok(self.rds.cluster_xml(&record))
     }
 
     /// The storage of a database restored from `source` (under `kms_key_id`, or the
