@@ -13,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -85,6 +85,9 @@ pub struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Connections being answered; dropping the server lets them finish (an `unmount`
+    /// request is answered after the volume is gone, just before the process exits).
+    answering: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for ControlServer {
@@ -124,6 +127,8 @@ impl ControlServer {
             .map_err(|e| VolumeError::io(format!("chmod {}", path.display()), e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let answering = Arc::new(AtomicUsize::new(0));
+        let answering2 = answering.clone();
         let thread = std::thread::Builder::new()
             .name("kura-volume-control".into())
             .spawn(move || {
@@ -133,10 +138,15 @@ impl ControlServer {
                     }
                     let Ok(conn) = conn else { continue };
                     let handler = handler.clone();
+                    let answering = answering2.clone();
+                    answering.fetch_add(1, Ordering::AcqRel);
                     // One thread per connection: a slow client cannot block a lock.
                     let _ = std::thread::Builder::new()
                         .name("kura-volume-control-conn".into())
-                        .spawn(move || serve_one(conn, &handler));
+                        .spawn(move || {
+                            serve_one(conn, &handler);
+                            answering.fetch_sub(1, Ordering::AcqRel);
+                        });
                 }
             })
             .map_err(|e| VolumeError::io("starting the control thread", e))?;
@@ -144,6 +154,7 @@ impl ControlServer {
             path: path.to_path_buf(),
             stop,
             thread: Some(thread),
+            answering,
         })
     }
 
@@ -159,6 +170,10 @@ impl Drop for ControlServer {
         let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.answering.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let _ = std::fs::remove_file(&self.path);
     }
