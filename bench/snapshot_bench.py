@@ -103,6 +103,24 @@ def main():
             for name in (snap, same, other):
                 rds.delete_db_snapshot(DBSnapshotIdentifier=name)
             time.sleep(3)
+        # Storage: ten snapshots of the database, 1% of pgbench_accounts rows (a contiguous
+        # range) updated and checkpointed between them.
+        chunks = server.rds_dir / "snapshots" / "chunks"
+
+        def stored_mb():
+            return sum(f.stat().st_size for f in chunks.rglob("*") if f.is_file()) / 1e6
+        rows = 100000 * args.scale
+        base_mb = stored_mb()
+        for n in range(10):
+            low = n * rows // 100
+            subprocess.run(["psql", conninfo(port), "-X", "-c",
+                            f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid > {low} AND aid <= {low + rows // 100}; CHECKPOINT"],
+                           check=True, env=env, capture_output=True)
+            rds.create_db_snapshot(DBSnapshotIdentifier=f"ten-{n}", DBInstanceIdentifier="source")
+            snapshot_available(rds, f"ten-{n}")
+        ten_mb = stored_mb() - base_mb
+        print(f"ten snapshots, 1% of rows changed between them: {ten_mb:.0f} MB stored "
+              f"({ten_mb / (10 * size_mb):.2f}x of ten full copies, {ten_mb / size_mb:.2f}x of one)")
         print(f"backing directory: {size_mb:.0f} MB (pgbench scale {args.scale}); {args.runs} runs; "
               f"{os.cpu_count()} CPUs")
         print("| operation | median s | MB/s |")

@@ -173,10 +173,16 @@ fn copy_between_volumes(
     let volume_error = |action: &'static str| {
         move |e: kura_volume::VolumeError| RdsError::Internal(format!("{action}: {e}"))
     };
+    // Neither volume needs the torn-write journal: a copy interrupted by a crash is
+    // redone from the start, never resumed from these files.
+    let options = kura_volume::MountOptions {
+        journal: false,
+        ..kura_volume::MountOptions::default()
+    };
     let mount = |backing: &Path, at: &Path, key: SecretBytes| {
         std::fs::create_dir_all(at).map_err(io_error("creating a mount point"))?;
         kura_volume::Volume::open(backing)
-            .and_then(|v| v.mount(at, key, kura_volume::MountOptions::default()))
+            .and_then(|v| v.mount(at, key, options.clone()))
             .map_err(volume_error("mounting a volume for re-encryption"))
     };
     let source = match source_key {
@@ -200,12 +206,21 @@ fn copy_between_volumes(
         done += bytes;
         progress(done, total);
     });
-    for mounted in [Some(destination), source].into_iter().flatten() {
-        if mounted.unmount().is_err() {
-            mounted.force_unmount();
-        }
+    // Unmounting the target flushes its cached writes into the backing files: a failure
+    // there is a failed copy.
+    let flushed = destination
+        .unmount()
+        .map_err(volume_error("flushing the re-encrypted volume"));
+    if flushed.is_err() {
+        destination.force_unmount();
     }
-    copied.map_err(io_error("copying files into the re-encrypted volume"))
+    if let Some(source) = source
+        && source.unmount().is_err()
+    {
+        source.force_unmount();
+    }
+    copied.map_err(io_error("copying files into the re-encrypted volume"))?;
+    flushed
 }
 
 /// Bytes in regular files under `root`.
@@ -224,8 +239,7 @@ fn tree_size(root: &Path) -> u64 {
 }
 
 /// Copies the tree under `from` into the existing directory `to`, keeping modes,
-/// owners and symbolic links (engines check that their files belong to them), and
-/// syncing every file.
+/// owners and symbolic links (engines check that their files belong to them).
 fn copy_tree(from: &Path, to: &Path, copied: &mut dyn FnMut(u64)) -> std::io::Result<()> {
     keep_owner_and_mode(&std::fs::symlink_metadata(from)?, to)?;
     for entry in std::fs::read_dir(from)? {
@@ -239,8 +253,9 @@ fn copy_tree(from: &Path, to: &Path, copied: &mut dyn FnMut(u64)) -> std::io::Re
             std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
             std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
         } else if meta.is_file() {
+            // No fsync: the copy's durability comes from the chunk store it is captured
+            // into after the unmount has flushed every write.
             let bytes = std::fs::copy(&source, &target)?;
-            std::fs::File::open(&target)?.sync_all()?;
             keep_owner_and_mode(&meta, &target)?;
             copied(bytes);
         }
