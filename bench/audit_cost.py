@@ -58,20 +58,21 @@ def main():
           f"{args.runs} runs per side, order rotated each run", flush=True)
     samples = {name: [] for name in sides}
     try:
-        scripts = {}
+        request_bodies = {}
         for name, server in servers.items():
             client = server.client("kms")
             key = client.create_key(Description="bench")["KeyMetadata"]["KeyId"]
-            body = kms_load.bodies(client, key)[args.operation]
-            prepared = kms_load.signed_request(server.endpoint, key_id, secret, f"TrentService.{args.operation}", body)
-            script = workdir / f"{name}.lua"
-            kms_load.wrk_script(prepared, script)
-            scripts[name] = script
+            request_bodies[name] = kms_load.bodies(client, key)[args.operation]
         names = list(sides)
         for run in range(args.runs):
             order = names[run % len(names):] + names[:run % len(names)]
             for name in order:
-                rps, p50, p99 = kms_load.run_wrk(servers[name].endpoint, scripts[name], args.duration,
+                # signed afresh for each run: a signature is accepted for five minutes
+                prepared = kms_load.signed_request(servers[name].endpoint, key_id, secret,
+                                                   f"TrentService.{args.operation}", request_bodies[name])
+                script = workdir / f"{name}.lua"
+                kms_load.wrk_script(prepared, script)
+                rps, p50, p99 = kms_load.run_wrk(servers[name].endpoint, script, args.duration,
                                                  args.connections, args.threads)
                 samples[name].append((rps, p50, p99))
                 print(f"run {run + 1} {name:8}: {rps:8.0f} req/s  p50 {p50:5.2f} ms  p99 {p99:5.2f} ms", flush=True)

@@ -6,8 +6,12 @@ The load generator is wrk replaying one SigV4-signed request per connection (AWS
 the same signed request again within its five-minute window), so signing cost is not
 charged to the client and the generator is not the bottleneck.
 
-Usage: python3 bench/kms_load.py [--duration 10] [--runs 3] [--connections 16] [--skip-moto]
-Needs: a release build (cargo build --release -p kura), wrk, boto3, moto[server]
+With --authz, a second kura server whose bench user has 10 attached identity policies and
+whose key has a 20-statement key policy is measured too, interleaved with the plain one
+(each run measures both, in alternating order).
+
+Usage: python3 bench/kms_load.py [--duration 10] [--runs 3] [--connections 16] [--skip-moto] [--authz]
+Needs: a release build (cargo build --release -p kura, or KURA_BIN=path), wrk, boto3, moto[server]
 (scripts/deps.sh bench installs them).
 """
 
@@ -34,7 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "python"))
 from kura_harness import KuraServer, REGION, USERS  # noqa: E402
 
-KURA_RELEASE = REPO / "target" / "release" / "kura"
+KURA_RELEASE = pathlib.Path(os.environ.get("KURA_BIN", REPO / "target" / "release" / "kura"))
 
 
 def free_port():
@@ -143,6 +147,40 @@ def measure(name, endpoint, key_id, secret, client, args, workdir, prepare=None)
     return results
 
 
+def measure_interleaved(sides, key_id, secret, args, workdir):
+    """sides: name -> (endpoint, kms client, prepare(key) or None). Every run measures
+    every side for each operation, the order of the sides rotating from run to run."""
+    requests = {}
+    for name, (endpoint, client, prepare) in sides.items():
+        key = client.create_key(Description="bench")["KeyMetadata"]["KeyId"]
+        if prepare:
+            prepare(key)
+        for operation, body in bodies(client, key).items():
+            if args.encrypt_only and operation != "Encrypt":
+                continue
+            requests[name, operation] = body
+    names = list(sides)
+    operations = list(dict.fromkeys(op for _, op in requests))
+    samples = {key: [] for key in requests}
+    for run in range(args.runs):
+        for operation in operations:
+            for name in names[run % len(names):] + names[:run % len(names)]:
+                # signed afresh for each run: a signature is accepted for five minutes
+                prepared = signed_request(sides[name][0], key_id, secret, f"TrentService.{operation}",
+                                          requests[name, operation])
+                script = workdir / f"{name}-{operation}.lua"
+                wrk_script(prepared, script)
+                sample = run_wrk(sides[name][0], script, args.duration, args.connections, args.threads)
+                samples[name, operation].append(sample)
+                print(f"run {run + 1} {name:10} {operation:16} {sample[0]:10.0f} req/s  p50 {sample[1]:6.2f} ms  "
+                      f"p99 {sample[2]:6.2f} ms", flush=True)
+    results = {name: {} for name in names}
+    for (name, operation), s in samples.items():
+        results[name][operation] = (statistics.median(x[0] for x in s), statistics.median(x[1] for x in s),
+                                    statistics.median(x[2] for x in s), s)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
@@ -163,18 +201,27 @@ def main():
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="kura-bench-"))
     import kura_harness
     kura_harness.KURA_BIN = str(KURA_RELEASE)
-    server = KuraServer(workdir / "kura", extra_args=["--log-format", "text"])
+    servers = {"kura": KuraServer(workdir / "kura", extra_args=["--log-format", "text"])}
+    if args.authz:
+        servers["kura+authz"] = KuraServer(workdir / "kura-authz", extra_args=["--log-format", "text"])
     _, _, key_id, secret, _ = USERS["admin_a"]
-    print(f"machine: {os.cpu_count()} cpus; wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of {args.runs} runs")
+    print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()}; wrk -t{args.threads} "
+          f"-c{args.connections} -d{args.duration}s, median of {args.runs} runs", flush=True)
     heavy = None
     try:
-        kura = measure("kura", server.endpoint, key_id, secret, server.client("kms"), args, workdir)
-        if args.authz:
+        sides = {}
+        for name, server in servers.items():
             client = server.client("kms")
-            heavy = measure("kura+authz", server.endpoint, key_id, secret, client, args, workdir,
-                            prepare=lambda key: heavy_authorization(server, client, key))
+            prepare = (lambda key, server=server, client=client: heavy_authorization(server, client, key)) \
+                if name == "kura+authz" else None
+            sides[name] = (server.endpoint, client, prepare)
+        results = measure_interleaved(sides, key_id, secret, args, workdir)
+        kura = results["kura"]
+        heavy = results.get("kura+authz")
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+    print(f"load average after the kura runs: {os.getloadavg()}", flush=True)
 
     moto = None
     if not args.skip_moto:
@@ -197,11 +244,14 @@ def main():
             moto_process.wait()
 
     if heavy:
-        print("\n| operation | default policies req/s | 20-statement key policy + 10 identity policies req/s | change |")
-        print("|---|---|---|---|")
-        for operation, (rps, _, _, _) in heavy.items():
-            base = kura[operation][0]
-            print(f"| {operation} | {base:.0f} | {rps:.0f} | {100 * (rps - base) / base:+.1f}% |")
+        print("\n| operation | default policies req/s | p50 ms | 20-statement key policy + 10 identity policies req/s "
+              "| p50 ms | change of medians | median of per-run changes |")
+        print("|---|---|---|---|---|---|---|")
+        for operation, (rps, p50, _, runs) in heavy.items():
+            base, base_p50, _, base_runs = kura[operation]
+            paired = statistics.median(b[0] / a[0] - 1 for a, b in zip(base_runs, runs))
+            print(f"| {operation} | {base:,.0f} | {base_p50:.2f} | {rps:,.0f} | {p50:.2f} | "
+                  f"{100 * (rps - base) / base:+.1f}% | {100 * paired:+.1f}% |")
 
     print("\n| operation | kura req/s | kura p50 ms | kura p99 ms | moto req/s | moto p50 ms | moto p99 ms | kura/moto |")
     print("|---|---|---|---|---|---|---|---|")

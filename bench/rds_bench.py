@@ -8,7 +8,9 @@
    `inaccessible-encryption-credentials-recoverable` and to the first refused connection;
    recovery time: from EnableKey returning to `available` and the first served query.
 
-Usage: python3 bench/rds_bench.py [--runs 3] [--seconds 30]
+Creations alternate encrypted / unencrypted; the extra instances are deleted before pgbench.
+
+Usage: python3 bench/rds_bench.py [--runs 3] [--seconds 30]   (binary: KURA_BIN or target/release/kura)
 """
 
 import argparse
@@ -81,7 +83,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
-    release = REPO / "target" / "release" / "kura"
+    release = pathlib.Path(os.environ.get("KURA_BIN", REPO / "target" / "release" / "kura"))
     if not release.exists():
         sys.exit("build first: cargo build --release -p kura")
     kura_harness.KURA_BIN = str(release)
@@ -93,20 +95,26 @@ def main():
         key = kms.create_key(Description="bench")["KeyMetadata"]["KeyId"]
         create_times = {"encrypted": [], "unencrypted": []}
         ports = {}
-        for label, encrypted in (("encrypted", True), ("unencrypted", False)):
-            for i in range(args.runs):
+        print(f"load average {os.getloadavg()}", flush=True)
+        for i in range(args.runs):
+            for label, encrypted in (("encrypted", True), ("unencrypted", False))[::1 if i % 2 == 0 else -1]:
                 elapsed, port = create(rds, f"{label}-{i}", encrypted, key)
                 create_times[label].append(elapsed)
                 ports.setdefault(label, port)
         print(f"create -> available (s): " + ", ".join(
-            f"{label} median {statistics.median(v):.2f} runs {[round(x, 2) for x in v]}" for label, v in create_times.items()))
+            f"{label} median {statistics.median(v):.2f} runs {[round(x, 2) for x in v]}" for label, v in create_times.items()),
+            flush=True)
+        for i in range(1, args.runs):
+            for label in create_times:
+                rds.delete_db_instance(DBInstanceIdentifier=f"{label}-{i}", SkipFinalSnapshot=True)
 
         for label, port in ports.items():
             pgbench(port, ["-i", "-s", "10", "-q"])
         tps = {"encrypted": [], "unencrypted": []}
-        for _ in range(args.runs):
-            for label, port in ports.items():
+        for run in range(args.runs):
+            for label, port in list(ports.items())[::1 if run % 2 == 0 else -1]:
                 tps[label].append(pgbench(port, ["-c", "4", "-j", "2", "-n"], seconds=args.seconds))
+                print(f"  run {run + 1} {label}: {tps[label][-1]:.0f} tps", flush=True)
         enc, plain = statistics.median(tps["encrypted"]), statistics.median(tps["unencrypted"])
         print(f"pgbench TPC-B scale 10, 4 clients, {args.seconds}s: encrypted median {enc:.0f} tps {tps['encrypted']}, "
               f"unencrypted median {plain:.0f} tps {tps['unencrypted']}, ratio {enc / plain:.2f}")
@@ -129,6 +137,7 @@ def main():
         for name, values in (("disable -> locked status", lock), ("disable -> connection refused", refused),
                              ("enable -> available status", recover), ("enable -> query served", served)):
             print(f"{name}: median {statistics.median(values) * 1000:.0f} ms runs {[round(v * 1000) for v in values]}")
+        print(f"load average {os.getloadavg()}", flush=True)
     finally:
         server.stop()
 

@@ -11,9 +11,11 @@ server, creates a KMS key and a volume, and measures, on this machine:
   on a kura volume and on gocryptfs, `--reps` times each in rotating order (medians);
 - with --ablation, the same TPC-B run on kura volumes with one lever changed at a time
   (no writeback cache, 1 FUSE thread, no torn-write journal);
-- fio: sequential write and read (1 MiB blocks, 1 GiB file, caches dropped before reads),
-  4 KiB random writes each followed by fdatasync, and buffered 4 KiB random writes;
-- raw AES-256-GCM speed of the volume's block cipher on this CPU (the ceiling);
+- fio (`--reps` times each, rotating order): sequential write and read (1 MiB blocks,
+  1 GiB file, caches dropped before reads), 4 KiB random writes each followed by
+  fdatasync, and buffered 4 KiB random writes;
+- raw AES-256-GCM speed of the volume's block cipher on this CPU (the ceiling), and
+  `openssl speed` on 4 KiB blocks for comparison;
 - time from `lock` to the first refused read, and from `unlock` to the first served read.
 """
 
@@ -37,7 +39,10 @@ PGBENCH_SH = str(REPO / "bench" / "volume_pgbench.sh")
 
 
 def sh(*args, **kw):
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw).stdout
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} exited {out.returncode}: {out.stderr.strip()}")
+    return out.stdout
 
 
 class Kura:
@@ -102,8 +107,16 @@ class KuraVolume:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def unmount(self):
-        sh(KURA, "volume", "unmount", "--control-socket", self.sock, "--force")
-        self.proc.wait(timeout=60)
+        out = subprocess.run([KURA, "volume", "unmount", "--control-socket", str(self.sock), "--force"],
+                             capture_output=True, text=True)
+        code = self.proc.wait(timeout=60)
+        if out.returncode != 0:
+            # `kura volume unmount` can report an error although the volume did unmount (the
+            # mount process may exit before it answers); only a volume still mounted is fatal.
+            print(f"  warning: unmount exited {out.returncode} ({out.stderr.strip()}); mount process exited "
+                  f"{code}, still mounted: {os.path.ismount(self.mnt)}", flush=True)
+            if os.path.ismount(self.mnt):
+                raise RuntimeError(f"{self.mnt} is still mounted")
 
 
 class Gocryptfs:
@@ -164,17 +177,22 @@ def fio(label, directory):
 
 
 def aes_speed():
-    exe = REPO / "target" / "release" / "examples" / "aes_speed"
+    # the example built next to the kura binary (same target directory)
+    exe = pathlib.Path(KURA).parent / "examples" / "aes_speed"
     if not exe.exists():
         subprocess.run(["cargo", "build", "--release", "-p", "kura-volume", "--example", "aes_speed"], check=True,
                        cwd=REPO)
     result = json.loads(sh(exe, "2"))
+    out = sh("openssl", "speed", "-seconds", "3", "-bytes", "4096", "-evp", "aes-256-gcm")
+    # last line: "AES-256-GCM  <kB/s for 4096 bytes>k"
+    result["openssl_4k_MBps"] = float(out.strip().splitlines()[-1].split()[-1].rstrip("k")) * 1000 / 1e6
     print(f"  {json.dumps(result)}", flush=True)
     return result
 
 
 def lock_latency(vol, kura, reps=5):
     """From sending `lock` to the first refused read; from `unlock` done to the first served read."""
+    sys.setswitchinterval(0.0002)  # the probing thread must not wait 5 ms for the GIL
     path = vol.mnt / "lockprobe"
     path.write_bytes(os.urandom(1 << 20))
     results = []
@@ -210,7 +228,7 @@ def lock_latency(vol, kura, reps=5):
         u2 = time.monotonic()
         os.close(fd)
         results.append({"lock_call_ms": (t1 - t0) * 1e3,
-                        "lock_to_first_refused_ms": lock_to_refused * 1e3 if lock_to_refused else None,
+                        "lock_to_first_refused_ms": lock_to_refused * 1e3 if lock_to_refused is not None else None,
                         "unlock_cli_with_kms_ms": (u1 - u0) * 1e3, "unlock_to_first_served_ms": (u2 - u1) * 1e3})
     med = {k: statistics.median(r[k] for r in results if r[k] is not None) for k in results[0]}
     print(f"  {json.dumps(med)}", flush=True)
@@ -226,6 +244,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--ablation-reps", type=int, default=1)
     ap.add_argument("--skip-fio", action="store_true")
     ap.add_argument("--out", default="volume_bench_results.json")
     ap.add_argument("--workdir", default="/var/tmp")
@@ -237,7 +256,7 @@ def main():
     root.chmod(0o755)
     results = {"machine": {"cpu": sh("sh", "-c", "grep -m1 'model name' /proc/cpuinfo").split(":")[1].strip(),
                            "cores": os.cpu_count(), "kernel": os.uname().release},
-               "seconds": args.seconds, "reps": args.reps}
+               "seconds": args.seconds, "reps": args.reps, "loadavg_start": os.getloadavg()}
     kura = Kura(root)
     vol = KuraVolume(kura, root, "kura")
     gc = Gocryptfs(root)
@@ -270,27 +289,39 @@ def main():
         print(json.dumps(summary, indent=1), flush=True)
 
         if args.ablation:
-            print("ablation (kura, TPC-B, one lever off at a time):", flush=True)
+            # Each on a fresh volume, a fresh default one included, so they compare among themselves.
+            print("ablation (fresh kura volumes, one lever changed at a time):", flush=True)
             ablation = []
-            for name, flags in (("kura-no-writeback-cache", ["--no-writeback-cache"]),
-                                ("kura-1-thread", ["--threads", "1"]),
-                                ("kura-2-threads", ["--threads", "2"]),
-                                ("kura-8-threads", ["--threads", "8"]),
-                                ("kura-no-journal", ["--unsafe-no-journal"])):
-                v = KuraVolume(kura, root, name, *flags)
-                try:
-                    ablation.append(pgbench(name, v.mnt / "pg", args.seconds))
-                finally:
-                    v.unmount()
+            levers = [("kura-default", []), ("kura-no-writeback-cache", ["--no-writeback-cache"]),
+                      ("kura-1-thread", ["--threads", "1"]), ("kura-2-threads", ["--threads", "2"]),
+                      ("kura-8-threads", ["--threads", "8"]), ("kura-no-journal", ["--unsafe-no-journal"])]
+            for rep in range(args.ablation_reps):
+                for name, flags in levers[rep % len(levers):] + levers[:rep % len(levers)]:
+                    v = KuraVolume(kura, root, f"{name}-{rep}", *flags)
+                    try:
+                        cpu0 = v.cpu_seconds()
+                        row = pgbench(name, v.mnt / "pg", args.seconds)
+                        row["kura_daemon_cpu_s"] = v.cpu_seconds() - cpu0
+                        ablation.append(row)
+                    finally:
+                        v.unmount()
             results["ablation"] = ablation
 
         if not args.skip_fio:
             print("fio:", flush=True)
-            results["fio"] = [fio(label, d) for label, d in targets.items()]
+            rows = []
+            for rep in range(args.reps):
+                for label in order[rep % 3:] + order[:rep % 3]:
+                    rows.append(fio(label, targets[label]))
+            results["fio"] = rows
+            results["fio_median"] = {label: {k: median_by([r for r in rows if r["label"] == label], k)
+                                             for k in rows[0] if k != "label"} for label in targets}
+            print(json.dumps(results["fio_median"], indent=1), flush=True)
 
         print("lock / unlock latency (kura):", flush=True)
         results["lock"] = lock_latency(vol, kura)
     finally:
+        results["loadavg_end"] = os.getloadavg()
         vol.unmount()
         gc.unmount()
         kura.stop()

@@ -3,7 +3,8 @@
 #
 #   scripts/deps.sh run     what building and running kura needs
 #   scripts/deps.sh test    the above, plus the real clients the tests drive
-#   scripts/deps.sh bench   the above, plus the load generator and the peers measured against
+#   scripts/deps.sh bench   the above, plus the load generators (wrk, fio, pgbench from postgresql-15)
+#                           and the peers measured against (moto, gocryptfs)
 set -euo pipefail
 
 purpose="${1:-run}"
@@ -16,7 +17,7 @@ pip_packages=()
 case "$purpose" in
   run) ;;
   test) apt_packages+=(awscli); pip_packages+=(boto3 pytest) ;;
-  bench) apt_packages+=(awscli wrk); pip_packages+=(boto3 pytest "moto[server]") ;;
+  bench) apt_packages+=(awscli wrk fio gocryptfs bc); pip_packages+=(boto3 pytest "moto[server]") ;;
   *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
 
