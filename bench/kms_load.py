@@ -83,6 +83,12 @@ def run_wrk(endpoint, script, duration, connections, threads):
     return requests / (duration_us / 1e6), p50 / 1000.0, p99 / 1000.0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bodies(client, key_id):
     plaintext = base64.b64encode(b"x" * 64).decode()
     blob = client.encrypt(KeyId=key_id, Plaintext=b"x" * 64)["CiphertextBlob"]
@@ -148,10 +154,12 @@ def measure(name, endpoint, key_id, secret, client, args, workdir, prepare=None)
 
 
 def measure_interleaved(sides, key_id, secret, args, workdir):
-    """sides: name -> (endpoint, kms client, prepare(key) or None). Every run measures
-    every side for each operation, the order of the sides rotating from run to run."""
+    """sides: name -> (endpoint, kms client, prepare(key) or None, server pid). Every run
+    measures every side for each operation, the order of the sides rotating from run to run.
+    Besides requests/s, it records the server's CPU time per request (µs), which the load
+    of a shared machine disturbs much less than the rate."""
     requests = {}
-    for name, (endpoint, client, prepare) in sides.items():
+    for name, (endpoint, client, prepare, _) in sides.items():
         key = client.create_key(Description="bench")["KeyMetadata"]["KeyId"]
         if prepare:
             prepare(key)
@@ -170,14 +178,17 @@ def measure_interleaved(sides, key_id, secret, args, workdir):
                                           requests[name, operation])
                 script = workdir / f"{name}-{operation}.lua"
                 wrk_script(prepared, script)
+                cpu = cpu_seconds(sides[name][3])
                 sample = run_wrk(sides[name][0], script, args.duration, args.connections, args.threads)
+                cpu_us = (cpu_seconds(sides[name][3]) - cpu) / (sample[0] * args.duration) * 1e6
+                sample = (*sample, cpu_us)
                 samples[name, operation].append(sample)
                 print(f"run {run + 1} {name:10} {operation:16} {sample[0]:10.0f} req/s  p50 {sample[1]:6.2f} ms  "
-                      f"p99 {sample[2]:6.2f} ms", flush=True)
+                      f"p99 {sample[2]:6.2f} ms  server CPU {cpu_us:5.1f} µs/req", flush=True)
     results = {name: {} for name in names}
     for (name, operation), s in samples.items():
         results[name][operation] = (statistics.median(x[0] for x in s), statistics.median(x[1] for x in s),
-                                    statistics.median(x[2] for x in s), s)
+                                    statistics.median(x[2] for x in s), s, statistics.median(x[3] for x in s))
     return results
 
 
@@ -214,7 +225,7 @@ def main():
             client = server.client("kms")
             prepare = (lambda key, server=server, client=client: heavy_authorization(server, client, key)) \
                 if name == "kura+authz" else None
-            sides[name] = (server.endpoint, client, prepare)
+            sides[name] = (server.endpoint, client, prepare, server.process.pid)
         results = measure_interleaved(sides, key_id, secret, args, workdir)
         kura = results["kura"]
         heavy = results.get("kura+authz")
@@ -244,18 +255,18 @@ def main():
             moto_process.wait()
 
     if heavy:
-        print("\n| operation | default policies req/s | p50 ms | 20-statement key policy + 10 identity policies req/s "
-              "| p50 ms | change of medians | median of per-run changes |")
-        print("|---|---|---|---|---|---|---|")
-        for operation, (rps, p50, _, runs) in heavy.items():
-            base, base_p50, _, base_runs = kura[operation]
+        print("\n| operation | default req/s | heavy req/s | change of medians | median of per-run changes "
+              "| default server CPU µs/req | heavy server CPU µs/req | CPU change |")
+        print("|---|---|---|---|---|---|---|---|")
+        for operation, (rps, _, _, runs, cpu) in heavy.items():
+            base, _, _, base_runs, base_cpu = kura[operation]
             paired = statistics.median(b[0] / a[0] - 1 for a, b in zip(base_runs, runs))
-            print(f"| {operation} | {base:,.0f} | {base_p50:.2f} | {rps:,.0f} | {p50:.2f} | "
-                  f"{100 * (rps - base) / base:+.1f}% | {100 * paired:+.1f}% |")
+            print(f"| {operation} | {base:,.0f} | {rps:,.0f} | {100 * (rps - base) / base:+.1f}% | {100 * paired:+.1f}% "
+                  f"| {base_cpu:.1f} | {cpu:.1f} | {100 * (cpu - base_cpu) / base_cpu:+.1f}% |")
 
     print("\n| operation | kura req/s | kura p50 ms | kura p99 ms | moto req/s | moto p50 ms | moto p99 ms | kura/moto |")
     print("|---|---|---|---|---|---|---|---|")
-    for operation, (rps, p50, p99, _) in kura.items():
+    for operation, (rps, p50, p99, *_) in kura.items():
         if moto:
             m_rps, m_p50, m_p99, _ = moto[operation]
             print(f"| {operation} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {m_rps:.0f} | {m_p50:.2f} | {m_p99:.2f} | {rps / m_rps:.0f}x |")
