@@ -13,9 +13,11 @@
 //!
 //! ```text
 //! edge ── AuditSink::record ──► serialize + SHA-256 (request task)
-//!                               ──► lock: seq, chain value, place ──► pwrite (no lock)
+//!                               ──► lock: seq, chain value, place ──► copy into the
+//!                                   staging ring (no lock, no system call)
 //!                               ──► mutating call: wait for the flush
-//!        flusher thread: one fdatasync for everything written ──► wake the waiters
+//!        flusher thread: staged lines into the segment, one fdatasync for everything
+//!                        written ──► wake the waiters
 //!                        every second: sign a digest of the durable chain head
 //! ```
 //!
@@ -30,12 +32,13 @@ mod keyfile;
 pub mod lookup;
 pub mod record;
 pub mod segment;
+mod staging;
 pub mod verify;
 mod writer;
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -94,6 +97,8 @@ pub struct AuditConfig {
     pub digest_max_records: u64,
     /// A digest is signed at least this often even without records.
     pub heartbeat_interval: Duration,
+    /// Size of the staging ring (`staging.ring`) calls copy their records into.
+    pub staging_bytes: usize,
 }
 
 impl AuditConfig {
@@ -110,6 +115,7 @@ impl AuditConfig {
             digest_interval: Duration::from_secs(1),
             digest_max_records: 50_000,
             heartbeat_interval: Duration::from_secs(15 * 60),
+            staging_bytes: staging::RING_BYTES,
         }
     }
 }
@@ -155,7 +161,7 @@ impl AuditTrail {
         let public_key = key.public_key();
         let fingerprint = key.fingerprint().to_owned();
 
-        let recovered = recover(&dir, &public_key, config.segment_bytes)?;
+        let recovered = recover(&dir, &public_key, &config)?;
         let digests_path = dir.join(digest::DIGEST_FILE);
         let digests_file = OpenOptions::new()
             .append(true)
@@ -189,6 +195,8 @@ impl AuditTrail {
                 last_digest: recovered.last_digest,
                 active_index: recovered.active_index,
                 active_file: recovered.active_file,
+                active_offset: recovered.active_offset,
+                ring: recovered.ring,
                 digests_file,
             },
         )
@@ -278,6 +286,12 @@ impl AuditTrail {
         }
     }
 
+    /// Copies the records of calls answered a moment ago, which may still be only in the
+    /// staging ring, into the segments that readers see (blocking file writes).
+    pub fn publish(&self) -> Result<(), AuditError> {
+        self.writer.publish().map_err(AuditError::Write)
+    }
+
     /// Signs a digest of the current (durable) chain head now.
     pub async fn digest_now(&self) -> Result<(), AuditError> {
         self.control(|writer, done| writer.request_digest(done))
@@ -286,6 +300,7 @@ impl AuditTrail {
 
     /// Finds events for LookupEvents (blocking file reads: call from a blocking task).
     pub fn lookup(&self, query: &LookupQuery) -> Result<LookupPage, AuditError> {
+        self.publish()?;
         lookup::lookup(&self.shared.segments(), query).map_err(io_error(&self.dir))
     }
 
@@ -384,13 +399,15 @@ struct Recovered {
     views: Vec<SegmentView>,
     active_index: u64,
     active_file: std::fs::File,
+    active_offset: u64,
+    ring: staging::Ring,
 }
 
 /// Start-up: checks the newest digest's signature, verifies the records written since it
 /// (the older ones are covered by signed digests; `kura audit verify` checks them all),
 /// discards the remains of a write interrupted by a crash, trims finished segments,
 /// removes unused spare segments, and creates the segment to write into.
-fn recover(dir: &Path, public_key: &[u8], segment_bytes: u64) -> Result<Recovered, AuditError> {
+fn recover(dir: &Path, public_key: &[u8], config: &AuditConfig) -> Result<Recovered, AuditError> {
     let digests = verify::read_digests(dir, public_key, true).map_err(AuditError::Corrupt)?;
     if digests.torn_bytes > 0 {
         let path = dir.join(digest::DIGEST_FILE);
@@ -474,8 +491,35 @@ fn recover(dir: &Path, public_key: &[u8], segment_bytes: u64) -> Result<Recovere
         segment::sync_dir(dir).map_err(io_error(dir))?;
     }
     let active_index = views.last().map_or(1, |v| v.index + 1);
+    // Records of calls answered before a crash that had reached only the staging ring
+    // continue the chain in the new segment; then the ring starts afresh.
+    let staged = staging::recover_lines(dir, state.next_seq - 1, state.head)
+        .map_err(io_error(&staging::ring_path(dir)))?;
+    let capacity = config.segment_bytes.max(staged.len() as u64);
     let active_file =
-        segment::create_preallocated(dir, active_index, segment_bytes).map_err(io_error(dir))?;
+        segment::create_preallocated(dir, active_index, capacity).map_err(io_error(dir))?;
+    let (mut next_seq, mut head, mut last_position) =
+        (state.next_seq, state.head, state.last_position);
+    if !staged.is_empty() {
+        let path = dir.join(segment::segment_name(active_index));
+        active_file
+            .write_all_at(&staged, 0)
+            .and_then(|()| active_file.sync_data())
+            .map_err(io_error(&path))?;
+        let scan = segment::scan(&staged);
+        for (start, end) in &scan.lines {
+            if let Ok(line) = chain::parse_line(staged.get(*start..*end).unwrap_or_default()) {
+                next_seq = line.seq + 1;
+                head = line.hash;
+            }
+        }
+        last_position = Some((segment::segment_name(active_index), staged.len() as u64));
+        tracing::info!(
+            records = scan.lines.len(),
+            "recovered records of answered calls from the staging ring after a crash"
+        );
+    }
+    let ring = staging::Ring::create(dir, config.staging_bytes).map_err(io_error(dir))?;
     let last_digest = digests
         .last
         .as_ref()
@@ -486,13 +530,15 @@ fn recover(dir: &Path, public_key: &[u8], segment_bytes: u64) -> Result<Recovere
             signature_hex: signature.clone(),
         });
     Ok(Recovered {
-        next_seq: state.next_seq,
-        head: state.head,
-        last_position: state.last_position,
+        next_seq,
+        head,
+        last_position,
         last_digest,
         views,
         active_index,
         active_file,
+        active_offset: staged.len() as u64,
+        ring,
     })
 }
 

@@ -13,7 +13,10 @@ use kura_types::{Region, SystemClock, Timestamp};
 
 use crate::record::tests::{event, user};
 use crate::verify::{Report, verify_trail};
-use crate::{AttributeKey, AuditConfig, AuditError, AuditTrail, Durability, LookupQuery, segment};
+use crate::{
+    AttributeKey, AuditConfig, AuditError, AuditTrail, Durability, LookupQuery, chain, segment,
+    staging,
+};
 
 fn root_key() -> RootKey {
     RootKey::from_secret(&SecretBytes::copy_from(&[9u8; 32])).unwrap()
@@ -22,6 +25,7 @@ fn root_key() -> RootKey {
 fn config(dir: &Path) -> AuditConfig {
     AuditConfig {
         segment_bytes: 64 * 1024,
+        staging_bytes: 256 * 1024,
         // Digests only when the tests ask (and at start-up and shutdown).
         digest_interval: Duration::from_secs(3600),
         ..AuditConfig::new(dir)
@@ -365,6 +369,7 @@ async fn a_torn_write_after_a_crash_is_discarded_not_reported_as_tampering() {
     record_calls(&trail, 0, 6).await;
     trail.digest_now().await.unwrap();
     record_calls(&trail, 6, 3).await;
+    trail.publish().unwrap();
     crash_copy(&live, &crashed);
     trail.shutdown().await.unwrap();
 
@@ -434,6 +439,7 @@ async fn start_up_refuses_records_changed_after_the_last_digest() {
     let crashed = dir.path().join("crashed");
     let trail = open(&live);
     record_calls(&trail, 0, 4).await;
+    trail.publish().unwrap();
     crash_copy(&live, &crashed);
     trail.shutdown().await.unwrap();
     let active = &segments(&crashed)[0];
@@ -641,14 +647,14 @@ async fn with_mutating_durability_only_mutating_calls_wait_for_the_flush() {
             .syncs
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    // Read-only: answered once written, before any flush.
+    // Read-only: answered once written (to the staging ring), before any flush.
     record_calls(&trail, 0, 3).await;
     assert_eq!(syncs(), 0);
-    let written = segment::scan(&std::fs::read(&segments(dir.path())[0]).unwrap());
+    let staged = staging::recover_lines(dir.path(), 0, chain::GENESIS).unwrap();
     assert_eq!(
-        written.lines.len(),
+        segment::scan(&staged).lines.len(),
         3,
-        "written to the file before the answer"
+        "written to the staging ring before the answer"
     );
     // A mutating call waits for the flush, which covers the earlier records too.
     let mut create = event(user("111111111111", "alice", "AKIAALICE"), "CreateKey", T0);
@@ -682,4 +688,121 @@ async fn with_all_durability_every_call_waits_for_the_flush() {
         );
     }
     trail.shutdown().await.unwrap();
+}
+
+/// A trail whose flusher never copies or flushes on its own (for crash tests).
+fn lazy_config(dir: &Path) -> AuditConfig {
+    AuditConfig {
+        read_only_sync_delay: Duration::from_secs(3600),
+        heartbeat_interval: Duration::from_secs(3600),
+        ..config(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_calls_only_in_the_staging_ring_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let crashed = dir.path().join("crashed");
+    let trail = AuditTrail::open(lazy_config(&live), &root_key(), Arc::new(SystemClock)).unwrap();
+    record_calls(&trail, 0, 4).await;
+    trail.digest_now().await.unwrap();
+    // These five are answered, but only the staging ring holds them.
+    record_calls(&trail, 4, 5).await;
+    crash_copy(&live, &crashed);
+    trail.shutdown().await.unwrap();
+    let in_segments: usize = segments(&crashed)
+        .iter()
+        .map(|p| segment::scan(&std::fs::read(p).unwrap()).lines.len())
+        .sum();
+    assert_eq!(in_segments, 4, "the crash came before the flusher copied");
+
+    // Start-up recovers them, and the chain goes on after them.
+    let trail = open(&crashed);
+    let page = trail
+        .lookup(&LookupQuery {
+            account: "111111111111".to_owned(),
+            region: None,
+            attribute: None,
+            start_millis: None,
+            end_millis: None,
+            max_results: 50,
+            before_seq: None,
+        })
+        .unwrap();
+    assert_eq!(page.events.len(), 9);
+    record_calls(&trail, 9, 2).await;
+    trail.shutdown().await.unwrap();
+    let report = verify(&crashed);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.records, 11);
+
+    // A second start-up finds nothing left to recover (the ring starts afresh).
+    let trail = open(&crashed);
+    trail.shutdown().await.unwrap();
+    assert_eq!(verify(&crashed).records, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_cut_short_in_the_ring_ends_the_recovery_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let crashed = dir.path().join("crashed");
+    let trail = AuditTrail::open(lazy_config(&live), &root_key(), Arc::new(SystemClock)).unwrap();
+    record_calls(&trail, 0, 6).await;
+    crash_copy(&live, &crashed);
+    trail.shutdown().await.unwrap();
+    // The crash hit while the fourth call was copying its line in: half of it is there.
+    let ring_path = crashed.join(staging::RING_FILE);
+    let mut ring = std::fs::read(&ring_path).unwrap();
+    let newlines: Vec<usize> = ring
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    let (third_end, fourth_end) = (newlines[2], newlines[3]);
+    let cut = third_end + (fourth_end - third_end) / 2;
+    ring[cut..=fourth_end].fill(0);
+    std::fs::write(&ring_path, &ring).unwrap();
+
+    let trail = open(&crashed);
+    trail.shutdown().await.unwrap();
+    let report = verify(&crashed);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(
+        report.records, 3,
+        "the calls after the torn one were never answered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_staging_ring_wraps_and_fills_without_losing_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AuditConfig {
+        // About eight records: calls must wait for (or do) the copy to the segments.
+        staging_bytes: 8 * 1024,
+        ..lazy_config(dir.path())
+    };
+    let trail = Arc::new(AuditTrail::open(config, &root_key(), Arc::new(SystemClock)).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let trail = trail.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let caller = user("111111111111", "alice", "AKIAALICE");
+                trail
+                    .record(event(caller, "Encrypt", T0 + t * 1000 + i))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    trail.shutdown().await.unwrap();
+    let report = verify(dir.path());
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.records, 400);
 }

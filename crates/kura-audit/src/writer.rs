@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! request task ──► serialize + SHA-256 (in parallel, no lock)
-//!              ──► lock: reserve seq, chain value and a byte range of the pre-zeroed
-//!                  segment
-//!              ──► pwrite of its line(s) into that range, no lock held (the page
+//!              ──► lock: reserve seq, chain value, a byte range of the pre-zeroed
+//!                  segment and one of the staging ring
+//!              ──► memory copy of its line(s) into the ring, no lock held (the page
 //!                  cache: from here the record survives kill -9); mark it written
 //!              ──► wait until the flusher has made its seq durable (see Durability)
-//! flusher thread ──► one fdatasync for everything written so far ──► wake every waiter
+//! flusher thread ──► copy everything staged into the segment (one pwrite per run)
+//!                ──► one fdatasync for everything written so far ──► wake every waiter
 //!                ──► every second: sign a digest of the durable chain head
 //! ```
 //!
@@ -33,6 +34,7 @@ use crate::chain;
 use crate::digest::{self, Digest, Reason};
 use crate::record::Records;
 use crate::segment;
+use crate::staging::Ring;
 
 /// The largest record accepted (a request body is at most 1 MiB).
 pub const MAX_RECORD_BYTES: usize = 4 << 20;
@@ -154,6 +156,9 @@ pub(crate) struct Resume {
     /// Index of the new segment to write into (already created, pre-zeroed).
     pub active_index: u64,
     pub active_file: File,
+    /// Bytes already in it: records recovered from the staging ring.
+    pub active_offset: u64,
+    pub ring: Ring,
     pub digests_file: File,
 }
 
@@ -217,10 +222,19 @@ struct Reservation {
     point: Point,
     /// Index of the first segment it writes into.
     first_segment: u64,
-    /// Segment views whose end moves once this reservation is written.
-    ends: Vec<(u64, u64)>,
+    staged: Staged,
     times: TimeRange,
     done: bool,
+}
+
+/// Where one call's lines are in the staging ring and where they go in the segments.
+struct Staged {
+    /// Ring position of the lines (contiguous in the ring: they never wrap).
+    ring_start: u64,
+    ring_end: u64,
+    chunks: Vec<Chunk>,
+    /// Segment views whose end moves once the lines are in the segments.
+    ends: Vec<(u64, u64)>,
 }
 
 /// Everything appends and the flusher share, under one lock.
@@ -234,6 +248,13 @@ struct State {
     written: Point,
     inflight: std::collections::VecDeque<Reservation>,
     next_reservation: u64,
+    /// Written calls, in order, whose lines are still to be copied from the ring into
+    /// the segments.
+    staged: std::collections::VecDeque<Staged>,
+    /// Ring positions below this one are taken (the next reservation starts here)…
+    ring_reserved: u64,
+    /// … and below this one they are copied into the segments, free to reuse.
+    ring_released: u64,
     active: Active,
     finished: Vec<Finished>,
     /// Waiters for durability: (seq that must be durable, how to answer).
@@ -255,6 +276,10 @@ struct Inner {
     shared: Arc<Shared>,
     state: Mutex<State>,
     wake: Condvar,
+    ring: Ring,
+    /// Held while copying from the ring, so copies (the flusher's, or a call's that
+    /// needs ring space) happen one at a time and in order.
+    copier: Mutex<()>,
 }
 
 impl Inner {
@@ -284,12 +309,12 @@ impl Writer {
             index: resume.active_index,
             name: segment::segment_name(resume.active_index),
             file: Arc::new(resume.active_file),
-            offset: 0,
+            offset: resume.active_offset,
         };
         shared.push(SegmentView {
             index: active.index,
             path: settings.dir.join(&active.name),
-            end: 0,
+            end: resume.active_offset,
         });
         let durable = Point {
             seq: resume.next_seq - 1,
@@ -306,6 +331,9 @@ impl Writer {
                 written: durable.clone(),
                 inflight: std::collections::VecDeque::new(),
                 next_reservation: 0,
+                staged: std::collections::VecDeque::new(),
+                ring_reserved: 0,
+                ring_released: 0,
                 active,
                 finished: Vec::new(),
                 waiters: Vec::new(),
@@ -317,6 +345,8 @@ impl Writer {
                 preparer,
             }),
             wake: Condvar::new(),
+            ring: resume.ring,
+            copier: Mutex::new(()),
         });
         let mut flusher = Flusher {
             inner: inner.clone(),
@@ -342,7 +372,7 @@ impl Writer {
         })
     }
 
-    /// Appends one call's records to the chain and writes them to the segment. Returns
+    /// Appends one call's records to the chain and writes them to the staging ring. Returns
     /// the receiver to await when the records must be durable before the call is
     /// answered (`durable`, or always with [`Durability::All`]), or, for other calls,
     /// when a record before theirs is still being written by another call.
@@ -355,18 +385,18 @@ impl Writer {
     ) -> Result<Option<H>, String> {
         let inner = &self.inner;
         let wait = durable || inner.settings.durability == Durability::All;
+        let needed = ring_bytes_needed(records);
+        if needed > inner.ring.len() / 2 {
+            return Err(format!(
+                "a call's records of {needed} bytes are larger than the trail accepts"
+            ));
+        }
         // Under the lock only what must be serial: sequence numbers, chain values, file
-        // ranges. The lines are written outside it, so calls do not queue on the I/O.
+        // and ring ranges. The lines are written outside it, so calls do not queue.
         let mut done = Some(done);
-        let (id, last_seq, chunks, handle) = {
-            let mut state = inner.lock();
-            if let Some(failed) = &state.failed {
-                return Err(failed.clone());
-            }
-            if state.closed {
-                return Err("the audit trail is closed".to_owned());
-            }
-            let (id, chunks) = match reserve(inner, &mut state, records, lines) {
+        let (id, last_seq, ring_start, handle) = {
+            let mut state = self.lock_with_ring_room(needed)?;
+            let (id, ring_start) = match reserve(inner, &mut state, records, lines) {
                 Ok(reserved) => reserved,
                 Err(error) => {
                     fail(&mut state, &error);
@@ -380,17 +410,12 @@ impl Writer {
                 state.waiters.push((last_seq, waiter));
                 handle = Some(receiver);
             }
-            (id, last_seq, chunks, handle)
+            (id, last_seq, ring_start, handle)
         };
-        let written = chunks.iter().try_for_each(|chunk| {
-            chunk
-                .file
-                .write_all_at(
-                    lines.get(chunk.start..chunk.end).unwrap_or_default(),
-                    chunk.offset,
-                )
-                .map_err(|e| format!("writing {}: {e}", chunk.name))
-        });
+        let written = inner
+            .ring
+            .write(inner.ring.offset(ring_start), lines)
+            .map_err(|e| format!("staging a record: {e}"));
         let mut state = inner.lock();
         if let Err(error) = written {
             fail(&mut state, &error);
@@ -425,6 +450,41 @@ impl Writer {
             inner.wake.notify_one();
         }
         Ok(handle)
+    }
+
+    /// The lock, once the ring has room for `needed` more bytes (see [`reserve`]). The
+    /// flusher frees the ring every few milliseconds; a call that finds it full (the
+    /// flusher stalled on a slow disk) copies the staged lines into the segments itself.
+    fn lock_with_ring_room(&self, needed: usize) -> Result<MutexGuard<'_, State>, String> {
+        let inner = &self.inner;
+        loop {
+            let state = inner.lock();
+            if let Some(failed) = &state.failed {
+                return Err(failed.clone());
+            }
+            if state.closed {
+                return Err("the audit trail is closed".to_owned());
+            }
+            let (start, _) = ring_place(&inner.ring, state.ring_reserved, needed);
+            let room = start + needed as u64 - state.ring_released <= inner.ring.len() as u64;
+            if room {
+                return Ok(state);
+            }
+            let nothing_to_copy = state.staged.is_empty();
+            drop(state);
+            if nothing_to_copy {
+                // The space is held by calls still copying their lines in: microseconds.
+                std::thread::yield_now();
+            } else if let Err(error) = copy_staged(inner) {
+                fail(&mut inner.lock(), &error);
+                return Err(error);
+            }
+        }
+    }
+
+    /// Copies every staged line into its segment, so readers of the files see it.
+    pub(crate) fn publish(&self) -> Result<(), String> {
+        copy_staged(&self.inner)
     }
 
     fn control(&self, make: impl FnOnce(Done) -> Control, done: Done) -> Result<(), String> {
@@ -493,14 +553,39 @@ struct Chunk {
     end: usize,
 }
 
-/// Gives each entry its sequence number and chain value, encodes its line and reserves
-/// its range in the segment (moving to the next segment when it is full).
+/// An upper bound of the bytes a call's lines take (checked before [`reserve`], which
+/// must not fail for want of ring space once it has changed the state).
+fn ring_bytes_needed(records: &Records) -> usize {
+    records
+        .spans
+        .iter()
+        .map(|span| span.end.saturating_sub(span.start) + LINE_OVERHEAD)
+        .sum()
+}
+
+/// Where `len` bytes go in the ring if the next free position is `next`: there, or at
+/// the start of the next lap if they would wrap (a call's lines stay contiguous).
+/// Returns their start and end positions.
+fn ring_place(ring: &Ring, next: u64, len: usize) -> (u64, u64) {
+    let offset = ring.offset(next);
+    let start = if offset + len > ring.len() {
+        next + (ring.len() - offset) as u64
+    } else {
+        next
+    };
+    (start, start + len as u64)
+}
+
+/// Gives each entry its sequence number and chain value, encodes its line, reserves its
+/// range in the segment (moving to the next segment when it is full) and the call's
+/// range in the staging ring (the caller checked there is room). Returns the
+/// reservation's id and ring position.
 fn reserve(
     inner: &Inner,
     state: &mut State,
     records: &Records,
     lines: &mut Vec<u8>,
-) -> Result<(u64, Vec<Chunk>), String> {
+) -> Result<(u64, u64), String> {
     let capacity = inner.settings.segment_bytes;
     let mut chunks: Vec<Chunk> = Vec::with_capacity(1);
     let first_segment = state.active.index;
@@ -535,17 +620,24 @@ fn reserve(
     }
     point.position = Some((state.active.name.clone(), state.active.offset));
     state.reserved = point.clone();
+    let (ring_start, ring_end) = ring_place(&inner.ring, state.ring_reserved, lines.len());
+    state.ring_reserved = ring_end;
     let id = state.next_reservation;
     state.next_reservation += 1;
     state.inflight.push_back(Reservation {
         id,
         point,
         first_segment,
-        ends,
+        staged: Staged {
+            ring_start,
+            ring_end,
+            chunks,
+            ends,
+        },
         times,
         done: false,
     });
-    Ok((id, chunks))
+    Ok((id, ring_start))
 }
 
 /// Reserves `lines[start..end]` at the end of the active segment.
@@ -573,9 +665,7 @@ fn complete(inner: &Inner, state: &mut State, id: u64) {
         let Some(reservation) = state.inflight.pop_front() else {
             break;
         };
-        for (index, end) in &reservation.ends {
-            inner.shared.set_end(*index, *end);
-        }
+        state.staged.push_back(reservation.staged);
         state.times.merge(reservation.times);
         state.written = reservation.point;
     }
@@ -594,6 +684,61 @@ fn complete(inner: &Inner, state: &mut State, id: u64) {
         .stats
         .records
         .store(state.written.seq, Ordering::Relaxed);
+}
+
+/// Copies the staged lines of written calls from the ring into their segments (one
+/// `pwrite` per run of consecutive bytes), moves the segments' ends for readers and
+/// frees the ring space.
+fn copy_staged(inner: &Inner) -> Result<(), String> {
+    let _turn = inner.copier.lock().unwrap_or_else(|p| p.into_inner());
+    let jobs: Vec<Staged> = inner.lock().staged.drain(..).collect();
+    let Some(last) = jobs.last() else {
+        return Ok(());
+    };
+    let released = last.ring_end;
+    let mut run: Option<(&Chunk, u64, usize)> = None;
+    let pieces = jobs.iter().flat_map(|job| {
+        job.chunks
+            .iter()
+            .map(move |chunk| (chunk, job.ring_start + chunk.start as u64))
+    });
+    for (chunk, ring_pos) in pieces {
+        let len = chunk.end - chunk.start;
+        if let Some((first, first_pos, run_len)) = &mut run {
+            let continues = Arc::ptr_eq(&first.file, &chunk.file)
+                && first.offset + *run_len as u64 == chunk.offset
+                && *first_pos + *run_len as u64 == ring_pos
+                && inner.ring.offset(*first_pos) + *run_len + len <= inner.ring.len();
+            if continues {
+                *run_len += len;
+                continue;
+            }
+            copy_run(inner, first, *first_pos, *run_len)?;
+        }
+        run = Some((chunk, ring_pos, len));
+    }
+    if let Some((first, first_pos, run_len)) = run {
+        copy_run(inner, first, first_pos, run_len)?;
+    }
+    let mut state = inner.lock();
+    for job in &jobs {
+        for (index, end) in &job.ends {
+            inner.shared.set_end(*index, *end);
+        }
+    }
+    state.ring_released = state.ring_released.max(released);
+    Ok(())
+}
+
+/// Writes `len` ring bytes from `ring_pos` into `chunk`'s segment at its offset.
+fn copy_run(inner: &Inner, chunk: &Chunk, ring_pos: u64, len: usize) -> Result<(), String> {
+    inner
+        .ring
+        .read(inner.ring.offset(ring_pos), len, |bytes| {
+            chunk.file.write_all_at(bytes, chunk.offset)
+        })
+        .and_then(|written| written)
+        .map_err(|e| format!("writing {}: {e}", chunk.name))
 }
 
 /// Moves to the next (pre-zeroed) segment; the flusher syncs and trims the old one.
@@ -802,6 +947,7 @@ impl Flusher {
 
     /// Makes everything written up to `round.target` durable.
     fn sync(&mut self, round: &Round) -> Completion {
+        copy_staged(&self.inner)?;
         for finished in &round.finished {
             finished
                 .file
@@ -921,6 +1067,15 @@ impl Flusher {
                 .set_len(state.active.offset)
                 .and_then(|()| state.active.file.sync_all())
                 .map_err(|e| format!("trimming {}: {e}", state.active.name))?;
+        }
+        // Everything staged is in the segments now: a stopped trail is its segments and
+        // digests alone, and no stale ring lines outlive it.
+        let ring = crate::staging::ring_path(&self.inner.settings.dir);
+        match std::fs::remove_file(&ring) {
+            Ok(()) => segment::sync_dir(&self.inner.settings.dir)
+                .map_err(|e| format!("removing {}: {e}", ring.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", ring.display())),
         }
         Ok(())
     }
