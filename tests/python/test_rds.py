@@ -78,13 +78,19 @@ def grep_tree(root, needle):
     return hits
 
 
-def psql(port, sql, user="admin_user", check=True):
-    env = {**os.environ, "PGPASSWORD": PASSWORD, "PGCONNECT_TIMEOUT": "5"}
+def psql(port, sql, user="admin_user", check=True, password=PASSWORD):
+    env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"}
     out = subprocess.run(["psql", f"host=127.0.0.1 port={port} user={user} dbname=postgres sslmode=require",
                           "-X", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, env=env, timeout=60)
     if check:
         assert out.returncode == 0, out.stderr
     return out
+
+
+def mysql(port, sql, password=PASSWORD, database="mysql"):
+    return subprocess.run(["mysql", "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", "admin_user",
+                           f"-p{password}", "--ssl", "-N", "-B", database, "-e", sql],
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_seed_000_scenario_2_disable_and_enable_the_key(server):
@@ -302,9 +308,17 @@ def test_duplicates_and_cluster_rules(server):
     assert error_of(e) == ("InvalidParameterCombination",
                            "The requested DB Instance will be a member of a DB Cluster and its storage encryption key should not be set directly.")
     wait_for(instance_status(rds, "dup-1"), "available")
-    members = rds.describe_db_clusters(DBClusterIdentifier="dup")["DBClusters"][0]["DBClusterMembers"]
-    assert members == [{"DBInstanceIdentifier": "dup-1", "IsClusterWriter": True,
-                        "DBClusterParameterGroupStatus": "in-sync", "PromotionTier": 1}]
+    cluster = rds.describe_db_clusters(DBClusterIdentifier="dup")["DBClusters"][0]
+    assert cluster["DBClusterMembers"] == [{"DBInstanceIdentifier": "dup-1", "IsClusterWriter": True,
+                                            "DBClusterParameterGroupStatus": "in-sync", "PromotionTier": 1}]
+    # The master password of an Aurora cluster changes on the cluster, and at once.
+    assert mysql(cluster["Port"], "SELECT 1").returncode == 0
+    with pytest.raises(ClientError) as e:
+        rds.modify_db_instance(DBInstanceIdentifier="dup-1", MasterUserPassword="N3w-passw0rd")
+    assert error_of(e)[0] == "InvalidParameterCombination"
+    rds.modify_db_cluster(DBClusterIdentifier="dup", MasterUserPassword="N3w-passw0rd", ApplyImmediately=True)
+    assert mysql(cluster["Port"], "SELECT 1").returncode != 0
+    assert mysql(cluster["Port"], "SELECT 1", password="N3w-passw0rd").stdout.strip() == "1"
     with pytest.raises(ClientError) as e:
         rds.delete_db_cluster(DBClusterIdentifier="dup", SkipFinalSnapshot=True)
     assert error_of(e)[0] == "InvalidDBClusterStateFault"
@@ -331,6 +345,20 @@ def test_tags_filters_and_the_cli(server):
                                      "Name=engine,Values=postgres").stdout)["DBInstances"]
     assert "cli-pg" in [i["DBInstanceIdentifier"] for i in filtered]
     server.aws("rds", "wait", "db-instance-available", "--db-instance-identifier", "cli-pg")
+    # A new master password, as runbooks reset it: the old one stops working at once.
+    port = json.loads(server.aws("rds", "describe-db-instances", "--db-instance-identifier", "cli-pg").stdout
+                      )["DBInstances"][0]["Endpoint"]["Port"]
+    psql(port, "CREATE TABLE survives (x int)")
+    bad = server.aws("rds", "modify-db-instance", "--db-instance-identifier", "cli-pg",
+                     "--master-user-password", "short", check=False)
+    assert bad.returncode != 0 and "InvalidParameterValue" in bad.stderr
+    server.aws("rds", "modify-db-instance", "--db-instance-identifier", "cli-pg",
+               "--master-user-password", "An0ther-pass", "--apply-immediately")
+    assert psql(port, "SELECT 1", check=False).returncode != 0
+    psql(port, "SELECT * FROM survives", password="An0ther-pass")
+    events = json.loads(server.aws("rds", "describe-events", "--source-identifier", "cli-pg",
+                                   "--source-type", "db-instance").stdout)["Events"]
+    assert "Reset master credentials" in [e["Message"] for e in events]
     server.aws("rds", "delete-db-instance", "--db-instance-identifier", "cli-pg", "--skip-final-snapshot")
 
 

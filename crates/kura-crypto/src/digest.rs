@@ -1,6 +1,8 @@
 //! Hashes, MACs and constant-time comparison for the rest of the workspace.
 
-use aws_lc_rs::{constant_time, digest, hmac};
+use std::num::NonZeroU32;
+
+use aws_lc_rs::{constant_time, digest, hmac, pbkdf2};
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -22,6 +24,13 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(tag.as_ref());
     out
+}
+
+/// PBKDF2-HMAC-SHA256 of `password` with `salt`, filling `out` (at least one iteration
+/// is run even if `iterations` is zero).
+pub fn pbkdf2_hmac_sha256(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+    let iterations = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, password, out);
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -49,6 +58,13 @@ mod tests {
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn pbkdf2_rfc7914_section_11() {
+        let mut out = [0u8; 64];
+        pbkdf2_hmac_sha256(b"passwd", b"salt", 1, &mut out);
+        assert_eq!(to_hex(&out[..16]), "55ac046e56e3089fec1691c22544b605");
     }
 
     #[test]

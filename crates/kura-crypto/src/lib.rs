@@ -24,7 +24,7 @@ pub mod volume;
 
 pub use ciphertext::{CIPHERTEXT_OVERHEAD, CiphertextHeader};
 pub use context::EncryptionContext;
-pub use digest::{constant_time_eq, hmac_sha256, sha256, sha256_hex};
+pub use digest::{constant_time_eq, hmac_sha256, pbkdf2_hmac_sha256, sha256, sha256_hex};
 pub use keys::BackingKey;
 pub use root::{RootKey, RootKeyError};
 pub use secret::SecretBytes;

@@ -116,6 +116,15 @@ pub async fn start(
     }
 }
 
+/// Changes the master user's password on the running engine to `config.master_password`
+/// (ModifyDBInstance / ModifyDBCluster with `MasterUserPassword`). Sessions stay open.
+pub async fn set_master_password(config: &EngineConfig) -> Result<(), EngineError> {
+    match config.family {
+        EngineFamily::Postgres => postgres::set_master_password(config).await,
+        EngineFamily::MariaDb => mariadb::set_master_password(config).await,
+    }
+}
+
 /// Whether something accepts TCP connections on the loopback `port`.
 pub async fn accepts_connections(port: u16) -> bool {
     tokio::time::timeout(

@@ -99,6 +99,30 @@ fn setup_sql(config: &EngineConfig) -> String {
     sql
 }
 
+/// Sets the master user's password on the running server to `config.master_password`
+/// (over the root socket, as the master user was created).
+pub(crate) async fn set_master_password(config: &EngineConfig) -> Result<(), EngineError> {
+    let statement = format!(
+        "ALTER USER {}@'%' IDENTIFIED BY {};\n",
+        quote(&config.master_username),
+        quote(&String::from_utf8_lossy(config.master_password.expose()))
+    );
+    system::run_as(
+        system::SystemUser { uid: 0, gid: 0 },
+        &client_binary(),
+        &[
+            "--no-defaults",
+            "-S",
+            &socket(config).to_string_lossy(),
+            "-u",
+            "root",
+        ],
+        Some(statement.as_bytes()),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// A MariaDB string literal.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))

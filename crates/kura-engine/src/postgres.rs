@@ -118,6 +118,7 @@ pub(crate) async fn start(
         user,
         0o600,
     )?;
+    allow_service_login(&config.data_dir, &config.master_username)?;
     let args = vec![
         "-D".to_owned(),
         config.data_dir.to_string_lossy().into_owned(),
@@ -132,6 +133,94 @@ pub(crate) async fn start(
     )?;
     process.wait_ready(ready_timeout).await?;
     Ok(process)
+}
+
+/// The `pg_hba.conf` line that lets kura itself log in as the master user: over the
+/// Unix socket in kura's run directory (mode 0700, owned by `postgres`), only for the
+/// operating-system user `postgres` (peer authentication through the `kura` map). Clients
+/// use TCP with their password, as before; kura uses this to change the master password
+/// (ModifyDBInstance), which it does not know the old value of.
+const SERVICE_HBA_MARKER: &str = "# kura: the service's own login (master password changes)";
+
+/// Adds kura's login to `pg_hba.conf` (first, so it wins) and `pg_ident.conf`, once.
+fn allow_service_login(data_dir: &Path, master_username: &str) -> Result<(), EngineError> {
+    let hba = data_dir.join("pg_hba.conf");
+    let text =
+        std::fs::read_to_string(&hba).map_err(io_error(format!("reading {}", hba.display())))?;
+    if !text.contains(SERVICE_HBA_MARKER) {
+        let line = format!("{SERVICE_HBA_MARKER}\nlocal all {master_username} peer map=kura\n");
+        std::fs::write(&hba, format!("{line}{text}"))
+            .map_err(io_error(format!("writing {}", hba.display())))?;
+    }
+    let ident = data_dir.join("pg_ident.conf");
+    let text = std::fs::read_to_string(&ident)
+        .map_err(io_error(format!("reading {}", ident.display())))?;
+    let mapping = format!("kura postgres {master_username}");
+    if !text.lines().any(|l| l.trim() == mapping) {
+        append(&ident, &format!("{mapping}\n"))?;
+    }
+    Ok(())
+}
+
+/// Sets the master user's password on the running server to `config.master_password`.
+/// The server gets a SCRAM verifier, never the password itself.
+pub(crate) async fn set_master_password(config: &EngineConfig) -> Result<(), EngineError> {
+    let psql = bin_dir().join("psql");
+    system::require("psql (postgresql-client-15)", &psql)?;
+    let user = system::lookup_user(EngineFamily::Postgres.system_user())?;
+    let verifier = scram_verifier(config.master_password.expose())?;
+    let statement = format!(
+        "ALTER ROLE \"{}\" PASSWORD '{verifier}';\n",
+        config.master_username.replace('"', "\"\"")
+    );
+    let socket_dir = config.run_dir.to_string_lossy().into_owned();
+    let port = config.port.to_string();
+    system::run_as(
+        user,
+        &psql,
+        &[
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &socket_dir,
+            "-p",
+            &port,
+            "-U",
+            &config.master_username,
+            "-d",
+            "postgres",
+        ],
+        Some(statement.as_bytes()),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A SCRAM-SHA-256 verifier as PostgreSQL stores it (RFC 5802 / 7677: salted password by
+/// PBKDF2, stored key and server key).
+fn scram_verifier(password: &[u8]) -> Result<String, EngineError> {
+    use base64::Engine as _;
+    const ITERATIONS: u32 = 4096;
+    let mut salt = [0u8; 16];
+    kura_crypto::fill_random(&mut salt).map_err(|e| EngineError::Io {
+        action: "making a password salt".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut salted = zeroize::Zeroizing::new([0u8; 32]);
+    kura_crypto::pbkdf2_hmac_sha256(password, &salt, ITERATIONS, salted.as_mut());
+    let client_key =
+        zeroize::Zeroizing::new(kura_crypto::hmac_sha256(salted.as_ref(), b"Client Key"));
+    let stored_key = kura_crypto::sha256(client_key.as_ref());
+    let server_key = kura_crypto::hmac_sha256(salted.as_ref(), b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    ))
 }
 
 /// `pg_isready`: exit status 0 means the server accepts logins.

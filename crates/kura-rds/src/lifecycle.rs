@@ -143,6 +143,42 @@ impl Rds {
         Ok(())
     }
 
+    /// Changes the master password of an available unit on its running engine (the
+    /// `MasterUserPassword` of ModifyDBInstance / ModifyDBCluster). Open sessions stay.
+    pub(crate) async fn reset_master_password(
+        &self,
+        unit: &Unit,
+        password: kura_crypto::SecretBytes,
+    ) -> RdsResult<()> {
+        let view = self
+            .view(unit)
+            .ok_or_else(|| RdsError::Internal(format!("unit {} vanished", unit.id())))?;
+        let running = self.runtime.is_running(&view.spec.resource_id).await;
+        if view.status != status::AVAILABLE || !running {
+            let message = match unit {
+                Unit::Cluster { id, .. } if view.status == status::AVAILABLE => format!(
+                    "DB cluster {id} has no running instance: add one (CreateDBInstance with --db-cluster-identifier) before changing the master password."
+                ),
+                Unit::Cluster { id, .. } => format!("DB cluster {id} is not in available state."),
+                Unit::Instance { id, .. } => format!("Instance {id} is not in available state."),
+            };
+            return Err(match unit {
+                Unit::Cluster { .. } => RdsError::InvalidClusterState(message),
+                Unit::Instance { .. } => RdsError::InvalidInstanceState(message),
+            });
+        }
+        self.runtime
+            .set_master_password(&view.spec, password)
+            .await?;
+        self.event(
+            unit,
+            &view.arn,
+            "Reset master credentials",
+            "configuration change",
+        );
+        Ok(())
+    }
+
     pub(crate) fn event(&self, unit: &Unit, arn: &str, message: &str, category: &str) {
         let event = EventRecord {
             account: unit.account().to_owned(),

@@ -175,6 +175,27 @@ impl Runtime {
         Ok(())
     }
 
+    /// Changes the master password on the unit's running engine.
+    pub async fn set_master_password(
+        &self,
+        spec: &UnitSpec,
+        password: SecretBytes,
+    ) -> RdsResult<()> {
+        let unit = self.unit(&spec.resource_id);
+        let mut unit = unit.lock().await;
+        let running = unit.engine.as_mut().is_some_and(EngineProcess::is_running);
+        let root = unit.storage.as_ref().map(|s| s.root().to_owned());
+        let (true, Some(root)) = (running, root) else {
+            return Err(RdsError::Internal(
+                "the database's engine is not running".into(),
+            ));
+        };
+        let config = self.engine_config(spec, &root, password, None);
+        kura_engine::set_master_password(&config)
+            .await
+            .map_err(|e| RdsError::Internal(format!("changing the master password: {e}")))
+    }
+
     /// Stops the engine cleanly and closes the storage (the volume key is forgotten).
     pub async fn stop(&self, resource_id: &str) -> RdsResult<()> {
         let unit = self.unit(resource_id);

@@ -160,11 +160,19 @@ impl Call<'_> {
         let id = identifier_from(p.required("DBClusterIdentifier")?, "cluster");
         let cluster = self.existing_cluster(&id, audit)?;
         self.authorize("rds:ModifyDBCluster", &cluster.arn())?;
-        if p.string("NewDBClusterIdentifier").is_some() || p.string("MasterUserPassword").is_some()
-        {
+        if p.string("NewDBClusterIdentifier").is_some() {
             return Err(RdsError::Unsupported(
-                "kura cannot rename clusters or change master passwords through ModifyDBCluster yet; change the password with SQL (ALTER USER).".into(),
+                "kura cannot rename clusters yet; restore a snapshot under the new name.".into(),
             ));
+        }
+        // The password first: if the engine refuses it, nothing else has changed.
+        if let Some(password) = p.string("MasterUserPassword") {
+            let password = crate::ops::instances::master_password(password)?;
+            let unit = Unit::Cluster {
+                account: self.account().to_owned(),
+                id: id.clone(),
+            };
+            self.rds.reset_master_password(&unit, password).await?;
         }
         let backup_retention = p.int("BackupRetentionPeriod")?;
         let deletion_protection = p.bool("DeletionProtection")?;

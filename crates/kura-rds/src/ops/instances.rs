@@ -43,7 +43,14 @@ pub(crate) fn master_credentials(p: &Params<'_>, engine: Engine) -> RdsResult<Ma
             "The parameter MasterUsername is not a valid identifier: 1 to {max_name} letters, digits or underscores, beginning with a letter."
         )));
     }
-    let password = p.required("MasterUserPassword")?;
+    Ok(MasterCredentials {
+        username: username.to_owned(),
+        password: master_password(p.required("MasterUserPassword")?)?,
+    })
+}
+
+/// A `MasterUserPassword` value, checked as RDS checks it.
+pub(crate) fn master_password(password: &str) -> RdsResult<SecretBytes> {
     let password_ok = (8..=128).contains(&password.len())
         && password
             .chars()
@@ -53,10 +60,7 @@ pub(crate) fn master_credentials(p: &Params<'_>, engine: Engine) -> RdsResult<Ma
             "The parameter MasterUserPassword is not a valid password. Only printable ASCII characters besides '/', '@', '\"', ' ' may be used, and it must be 8 to 128 characters long.".into(),
         ));
     }
-    Ok(MasterCredentials {
-        username: username.to_owned(),
-        password: SecretBytes::copy_from(password.as_bytes()),
-    })
+    Ok(SecretBytes::copy_from(password.as_bytes()))
 }
 
 /// The initial database name parameter (`DBName` / `DatabaseName`).
@@ -308,11 +312,23 @@ impl Call<'_> {
         let id = identifier_from(p.required("DBInstanceIdentifier")?, "db");
         let instance = self.existing_instance(&id, audit)?;
         self.authorize("rds:ModifyDBInstance", &instance.arn())?;
-        if p.string("NewDBInstanceIdentifier").is_some() || p.string("MasterUserPassword").is_some()
-        {
+        if p.string("NewDBInstanceIdentifier").is_some() {
             return Err(RdsError::Unsupported(
-                "kura cannot rename instances or change master passwords through ModifyDBInstance yet; change the password with SQL.".into(),
+                "kura cannot rename instances yet; create one from a snapshot under the new name."
+                    .into(),
             ));
+        }
+        // The password first: if the engine refuses it, nothing else has changed.
+        if let Some(password) = p.string("MasterUserPassword") {
+            let password = master_password(password)?;
+            if instance.cluster.is_some() {
+                return Err(RdsError::InvalidParameterCombination(
+                    "The specified DB instance is a member of a DB cluster. Modify the master user password for the DB cluster with ModifyDBCluster.".into(),
+                ));
+            }
+            self.rds
+                .reset_master_password(&self.rds.unit_of(&instance), password)
+                .await?;
         }
         let class = p.string("DBInstanceClass").map(str::to_owned);
         let allocated = p.int("AllocatedStorage")?;
