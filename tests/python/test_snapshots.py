@@ -368,12 +368,20 @@ def test_automated_snapshots_are_taken_kept_and_pruned(tmp_path):
 
 
 def test_a_copy_interrupted_by_kill_9_resumes_after_restart(tmp_path):
-    """kill -9 while a copy under another key is re-encrypting: after the restart the copy
-    finishes by itself (never half-visible), and a database restored from it has every row."""
+    """kill -9 while copies under another key are re-encrypting, one in the same account and
+    one by another account from a shared snapshot: after the restart both finish by
+    themselves (never half-visible), the grant the second one held on the other account's
+    key is retired, and a database restored from a copy has every row."""
     server = KuraServer(tmp_path / "data", config=rds_config().replace("first_port = 25432", "first_port = 28432"))
     try:
         rds, kms = server.client("rds"), server.client("kms")
-        key_a = kms.create_key()["KeyMetadata"]["Arn"]
+        # Account B may use key_a to copy A's shared snapshot (seed 001's key policy shape).
+        key_a = kms.create_key(Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_A}:root"}, "Action": "kms:*",
+             "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_B}:user/administrator"},
+             "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant"], "Resource": "*"}]}),
+            BypassPolicyLockoutSafetyCheck=True)["KeyMetadata"]["Arn"]
         key_b = kms.create_key()["KeyMetadata"]["Arn"]
         rds.create_db_instance(DBInstanceIdentifier="pg-kill", Engine="postgres", DBInstanceClass="db.t3.micro",
                                MasterUsername="admin_user", MasterUserPassword=PASSWORD, AllocatedStorage=20,
@@ -385,15 +393,33 @@ def test_a_copy_interrupted_by_kill_9_resumes_after_restart(tmp_path):
         psql(port, "CREATE TABLE filler AS SELECT repeat(md5(i::text), 30) AS pad FROM generate_series(1, 50000) i;")
         rds.create_db_snapshot(DBSnapshotIdentifier="pg-kill-snap", DBInstanceIdentifier="pg-kill")
         wait_for(snapshot_status(rds, "pg-kill-snap"), "available")
+        rds.modify_db_snapshot_attribute(DBSnapshotIdentifier="pg-kill-snap", AttributeName="restore",
+                                         ValuesToAdd=[ACCOUNT_B])
         copy = rds.copy_db_snapshot(SourceDBSnapshotIdentifier="pg-kill-snap", TargetDBSnapshotIdentifier="pg-kill-b",
                                     KmsKeyId=key_b)["DBSnapshot"]
         assert copy["Status"] == "creating"
+        rds_b, kms_b = server.client("rds", user="admin_b"), server.client("kms", user="admin_b")
+        key_of_b = kms_b.create_key()["KeyMetadata"]["Arn"]
+        foreign = rds_b.copy_db_snapshot(
+            SourceDBSnapshotIdentifier=f"arn:aws:rds:{REGION}:{ACCOUNT_A}:snapshot:pg-kill-snap",
+            TargetDBSnapshotIdentifier="pg-kill-in-b", KmsKeyId=key_of_b)["DBSnapshot"]
+        assert foreign["Status"] == "creating"
+        held = [g for g in kms.list_grants(KeyId=key_a)["Grants"]
+                if g["GranteePrincipal"].startswith(f"arn:aws:iam::{ACCOUNT_B}:")]
+        assert len(held) == 1, held
         server.kill9()
         server.start()
-        rds = server.client("rds")
+        rds, kms = server.client("rds"), server.client("kms")
         history = wait_for(snapshot_status(rds, "pg-kill-b"), "available", timeout=180)
         assert "failed" not in history
-        assert "resuming an interrupted snapshot" in (tmp_path / "data.log").read_text()
+        rds_b = server.client("rds", user="admin_b")
+        history = wait_for(snapshot_status(rds_b, "pg-kill-in-b"), "available", timeout=180)
+        assert "failed" not in history
+        assert [g for g in kms.list_grants(KeyId=key_a)["Grants"]
+                if g["GranteePrincipal"].startswith(f"arn:aws:iam::{ACCOUNT_B}:")] == []
+        log = (tmp_path / "data.log").read_text()
+        assert "resuming an interrupted snapshot snapshot=pg-kill-b" in log
+        assert "resuming an interrupted snapshot snapshot=pg-kill-in-b" in log
         rds.restore_db_instance_from_db_snapshot(DBInstanceIdentifier="pg-kill-restored",
                                                  DBSnapshotIdentifier="pg-kill-b")
         wait_for(instance_status(rds, "pg-kill-restored"), "available")

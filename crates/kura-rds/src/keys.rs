@@ -27,7 +27,7 @@ use kura_types::{Clock, Region};
 use serde_json::{Value, json};
 
 use crate::error::{RdsError, RdsResult};
-use crate::model::StorageRecord;
+use crate::model::{HeldGrant, StorageRecord};
 
 pub(crate) const SERVICE_PRINCIPAL: &str = "rds.amazonaws.com";
 const SERVICE_ROLE_NAME: &str = "AWSServiceRoleForRDS";
@@ -276,6 +276,20 @@ impl KmsAccess {
         ctx: &RequestContext,
         source: &StorageRecord,
     ) -> RdsResult<SecretBytes> {
+        let (key, held) = self.hold_shared_key(ctx, source).await?;
+        self.release_held(&ctx.caller.principal.account, &held)
+            .await;
+        Ok(key)
+    }
+
+    /// As [`Self::borrow_shared_key`], but the grant stays until [`Self::release_held`]:
+    /// a copy that kura resumes after a restart opens the source's key through it, as
+    /// the service, without the caller.
+    pub async fn hold_shared_key(
+        &self,
+        ctx: &RequestContext,
+        source: &StorageRecord,
+    ) -> RdsResult<(SecretBytes, HeldGrant)> {
         let account = ctx.caller.principal.account.clone();
         let arn = source.kms_key_arn.clone().unwrap_or_default();
         let role = KeyRole::Source;
@@ -294,13 +308,27 @@ impl KmsAccess {
             )
             .await
             .map_err(|e| role.not_accessible(&arn, &e))?;
-        let key = self.unwrap(&account, source).await;
-        let borrowed = StorageRecord {
-            grant_id: grant["GrantId"].as_str().map(str::to_owned),
-            ..source.clone()
+        let held = HeldGrant {
+            key_arn: arn.clone(),
+            grant_id: grant["GrantId"].as_str().unwrap_or_default().to_owned(),
         };
-        self.release(&account, &borrowed).await;
-        key.map_err(|e| role.not_accessible(&arn, &e))
+        match self.unwrap(&account, source).await {
+            Ok(key) => Ok((key, held)),
+            Err(e) => {
+                self.release_held(&account, &held).await;
+                Err(role.not_accessible(&arn, &e))
+            }
+        }
+    }
+
+    /// Retires a grant from [`Self::hold_shared_key`].
+    pub async fn release_held(&self, account: &str, held: &HeldGrant) {
+        let storage = StorageRecord {
+            kms_key_arn: Some(held.key_arn.clone()),
+            grant_id: Some(held.grant_id.clone()),
+            ..StorageRecord::default()
+        };
+        self.release(account, &storage).await;
     }
 
     /// Whether `key_arn` is an AWS managed key (such as `aws/rds`), asked as the service.

@@ -84,6 +84,15 @@ pub(crate) mod status {
     pub const STOPPING: &str = "stopping";
 }
 
+/// A grant the service holds on another account's KMS key while a copy of that
+/// account's shared snapshot runs, so that the copy can resume after a restart of kura
+/// without its caller. Retired when the copy ends, however it ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HeldGrant {
+    pub key_arn: String,
+    pub grant_id: String,
+}
+
 /// Where a database's files live and, when encrypted, what protects them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct StorageRecord {
@@ -257,6 +266,10 @@ pub(crate) struct SnapshotRecord {
     pub shared_with: Vec<String>,
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// For a copy of another account's encrypted snapshot, while it runs: the service's
+    /// grant on the source's key.
+    #[serde(default)]
+    pub source_grant: Option<HeldGrant>,
 }
 
 impl SnapshotRecord {

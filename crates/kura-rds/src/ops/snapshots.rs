@@ -360,17 +360,38 @@ impl Call<'_> {
             source_snapshot_arn: Some(source.arn()),
             shared_with: Vec::new(),
             tags,
+            source_grant: None,
             ..source.clone()
         };
         let plan = if rekey || (foreign && source.storage.encrypted) {
             // Every key use the caller must be allowed happens now, so that a missing
-            // permission fails the call itself.
-            let source_key = self.source_volume_key(&source, KeyRole::Source).await?;
+            // permission fails the call itself. The grant on a shared source's key stays
+            // until the copy ends, so that the copy can resume after a restart.
+            let source_key = if foreign && source.storage.encrypted {
+                let (key, held) = self
+                    .rds
+                    .keys
+                    .hold_shared_key(self.ctx, &source.storage)
+                    .await?;
+                record.source_grant = Some(held);
+                Some(key)
+            } else {
+                self.source_volume_key(&source, KeyRole::Source).await?
+            };
             let target = self
                 .rds
                 .keys
                 .new_storage_key(self.ctx, kms_key_id, &record.data_id, KeyRole::Target)
-                .await?;
+                .await;
+            let target = match (target, &record.source_grant) {
+                (Ok(target), _) => target,
+                (Err(error), held) => {
+                    if let Some(held) = held {
+                        self.rds.keys.release_held(self.account(), held).await;
+                    }
+                    return Err(error);
+                }
+            };
             record.storage = StorageRecord {
                 port: source.storage.port,
                 ..target.storage
@@ -735,6 +756,7 @@ pub(crate) fn snapshot_record(
         source_snapshot_arn: None,
         shared_with: Vec::new(),
         tags: source.tags.clone(),
+        source_grant: None,
     })
 }
 
@@ -867,9 +889,8 @@ impl Rds {
 
     /// Finishes interrupted work. A snapshot is captured again: chunks already stored are
     /// not written twice, so an interrupted capture resumes where its data is unchanged. A
-    /// copy is redone; the service reaches both keys through its grants, except for a
-    /// source shared by another account, whose key only the copying caller could open:
-    /// such a copy is marked `failed` (delete it and copy again).
+    /// copy is redone; the service reaches both keys through its grants (for a source
+    /// shared by another account, the grant its caller gave for the copy's duration).
     pub(crate) async fn resume_snapshots(self: &Arc<Self>, interrupted: Vec<SnapshotRecord>) {
         for snapshot in interrupted {
             tracing::info!(snapshot = %snapshot.id, "resuming an interrupted snapshot");
@@ -906,14 +927,16 @@ impl Rds {
         if copy.storage.wrapped_key == source.storage.wrapped_key {
             return Ok(CopyPlan::SameKey);
         }
-        if source.account != copy.account {
+        if source.account != copy.account && copy.source_grant.is_none() {
             return Err(RdsError::Internal(
-                "a copy of another account's snapshot cannot resume without its caller".into(),
+                "a copy of another account's snapshot made before kura kept its grant cannot resume; delete it and copy again".into(),
             ));
         }
         let opened = |what: &'static str| {
             move |e: kura_edge::ApiError| RdsError::Internal(format!("opening the {what} key: {e}"))
         };
+        // The service opens the source's key through its grant: the snapshot's own, or
+        // the one held on a shared snapshot's key for this copy.
         let source_key = match source.storage.encrypted {
             true => Some(
                 self.keys
@@ -963,6 +986,9 @@ impl Rds {
     /// Ends a snapshot's creation: `available` at 100%, or `failed`. A snapshot deleted
     /// while it was being made is discarded instead.
     async fn finish_snapshot(&self, snapshot: &SnapshotRecord, outcome: RdsResult<Option<String>>) {
+        if let Some(held) = &snapshot.source_grant {
+            self.keys.release_held(&snapshot.account, held).await;
+        }
         let succeeded = outcome.is_ok();
         let grant_id = match outcome {
             Ok(grant_id) => grant_id,
@@ -978,6 +1004,7 @@ impl Rds {
                         // Deleted, and the name taken again by a new snapshot.
                         return Err(RdsError::SnapshotNotFound(s.kind, s.id.clone()));
                     }
+                    s.source_grant = None;
                     if succeeded {
                         s.status = status::AVAILABLE.to_owned();
                         s.percent_progress = 100;
