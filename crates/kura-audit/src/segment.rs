@@ -107,16 +107,23 @@ pub fn create_preallocated(dir: &Path, index: u64, capacity: u64) -> io::Result<
         .create_new(true)
         .mode(0o600)
         .open(&path)?;
+    write_zeros(&mut file, capacity)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Writes `len` zero bytes at the file's position: real blocks, not a sparse hole, so
+/// that later writes into them never need new space.
+pub(crate) fn write_zeros(file: &mut File, len: u64) -> io::Result<()> {
     let zeros = vec![0u8; 1 << 20];
-    let mut left = capacity;
+    let mut left = len;
     while left > 0 {
         let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
         file.write_all(zeros.get(..n).unwrap_or_default())?;
         left -= n as u64;
     }
-    file.sync_all()?;
-    sync_dir(dir)?;
-    Ok(file)
+    Ok(())
 }
 
 /// Trims a segment to its data and makes that durable.

@@ -26,7 +26,7 @@
 //!   written by one thread, then only read, then released; no two accesses race.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -58,13 +58,7 @@ impl Ring {
             .truncate(true)
             .mode(0o600)
             .open(&path)?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(zeros.len());
-            file.write_all(zeros.get(..n).unwrap_or_default())?;
-            left -= n;
-        }
+        crate::segment::write_zeros(&mut file, bytes as u64)?;
         let map = MmapOptions::new().len(bytes).populate().map_raw(&file)?;
         Ok(Self { map, _file: file })
     }

@@ -57,6 +57,27 @@ async fn record_calls(trail: &AuditTrail, first: i64, n: i64) {
     }
 }
 
+/// Records `per_task` Encrypt calls from each of `tasks` concurrent tasks.
+async fn concurrent_calls(trail: &Arc<AuditTrail>, tasks: i64, per_task: i64) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let trail = trail.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    let caller = user("111111111111", "alice", "AKIAALICE");
+                    trail
+                        .record(event(caller, "Encrypt", T0 + t * 1000 + i))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
 /// A closed trail with `n` records: a digest after every 4 records, and the shutdown one.
 async fn closed_trail(dir: &Path, n: i64) {
     let trail = open(dir);
@@ -322,22 +343,7 @@ async fn concurrent_calls_share_flushes() {
         ..config(dir.path())
     };
     let trail = Arc::new(AuditTrail::open(config, &root_key(), Arc::new(SystemClock)).unwrap());
-    let mut tasks = Vec::new();
-    for t in 0..64 {
-        let trail = trail.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..25 {
-                let caller = user("111111111111", "alice", "AKIAALICE");
-                trail
-                    .record(event(caller, "Encrypt", T0 + t * 1000 + i))
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    concurrent_calls(&trail, 64, 25).await;
     let stats = trail.stats();
     let records = stats.records.load(std::sync::atomic::Ordering::Relaxed);
     let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed);
@@ -785,22 +791,7 @@ async fn a_small_staging_ring_wraps_and_fills_without_losing_records() {
         ..lazy_config(dir.path())
     };
     let trail = Arc::new(AuditTrail::open(config, &root_key(), Arc::new(SystemClock)).unwrap());
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let trail = trail.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..25 {
-                let caller = user("111111111111", "alice", "AKIAALICE");
-                trail
-                    .record(event(caller, "Encrypt", T0 + t * 1000 + i))
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    concurrent_calls(&trail, 16, 25).await;
     trail.shutdown().await.unwrap();
     let report = verify(dir.path());
     assert!(report.is_intact(), "{report:?}");

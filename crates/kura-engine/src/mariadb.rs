@@ -63,19 +63,7 @@ pub(crate) async fn initialize(config: &EngineConfig) -> Result<(), EngineError>
 
     // The master user is created over the root socket of a first, private start.
     let server = start(config, Duration::from_secs(60)).await?;
-    let created = system::run_as(
-        root,
-        &client_binary(),
-        &[
-            "--no-defaults",
-            "-S",
-            &socket(config).to_string_lossy(),
-            "-u",
-            "root",
-        ],
-        Some(setup_sql(config).as_bytes()),
-    )
-    .await;
+    let created = run_as_root(config, &setup_sql(config)).await;
     server
         .stop(StopMode::Clean, Duration::from_secs(60))
         .await?;
@@ -107,6 +95,12 @@ pub(crate) async fn set_master_password(config: &EngineConfig) -> Result<(), Eng
         quote(&config.master_username),
         quote(&String::from_utf8_lossy(config.master_password.expose()))
     );
+    run_as_root(config, &statement).await.map(|_| ())
+}
+
+/// Runs `sql` on the running server as its `root` user, over the Unix socket (socket
+/// authentication: kura runs as the operating system's root).
+async fn run_as_root(config: &EngineConfig, sql: &str) -> Result<String, EngineError> {
     system::run_as(
         system::SystemUser { uid: 0, gid: 0 },
         &client_binary(),
@@ -117,10 +111,9 @@ pub(crate) async fn set_master_password(config: &EngineConfig) -> Result<(), Eng
             "-u",
             "root",
         ],
-        Some(statement.as_bytes()),
+        Some(sql.as_bytes()),
     )
     .await
-    .map(|_| ())
 }
 
 /// A MariaDB string literal.

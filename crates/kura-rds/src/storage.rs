@@ -158,8 +158,9 @@ impl StorageKind for VolumeStorage {
         })?;
         let (backing, mount_point) = (image_dir(dir, true), dir.join("mnt"));
         let mounted = tokio::task::spawn_blocking(move || {
-            // A volume process that died (kura killed) leaves a dead mount behind.
-            kura_volume::clear_dead_mount(&mount_point)?;
+            // A volume process that died (kura killed) leaves a dead or dying mount
+            // behind; nothing of this kura is mounted here (the unit has no storage open).
+            kura_volume::detach_stale_mount(&mount_point)?;
             kura_volume::Volume::open(&backing)?.mount(
                 &mount_point,
                 key,

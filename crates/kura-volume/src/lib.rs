@@ -40,7 +40,7 @@ mod sys;
 
 pub use meta::{CipherParams, NewVolume, VolumeMetadata, new_volume_id};
 pub use mount::{FreezeGuard, MountOptions, MountedVolume, Status, Volume};
-pub use sys::{check_fuse_available, clear_dead_mount, protect_process_memory};
+pub use sys::{check_fuse_available, clear_dead_mount, detach_stale_mount, protect_process_memory};
 
 use std::path::PathBuf;
 

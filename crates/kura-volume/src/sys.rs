@@ -106,6 +106,40 @@ pub fn fusermount_path() -> Option<std::path::PathBuf> {
     .find(|p| p.exists())
 }
 
+/// Detaches whatever is mounted at `mount_point`, dead or not, for a caller that owns
+/// the mount point and knows no mount of its own is there: after `kill -9` of the
+/// process that served it, the old FUSE connection can stay alive for a while (a child
+/// process that inherited it is still exiting), so it is neither usable nor reported as
+/// dead (ENOTCONN) yet. Returns true if something was detached.
+pub fn detach_stale_mount(mount_point: &Path) -> Result<bool, VolumeError> {
+    // Resolve the parent only: touching the mount point of a connection nobody serves
+    // would wait for it.
+    let (Some(parent), Some(name)) = (mount_point.parent(), mount_point.file_name()) else {
+        return clear_dead_mount(mount_point);
+    };
+    let Ok(parent) = parent.canonicalize() else {
+        return clear_dead_mount(mount_point);
+    };
+    let wanted = parent.join(name);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| VolumeError::io("reading /proc/self/mountinfo", e))?;
+    // Field 5 is the mount point, with spaces and the like escaped as octal.
+    let wanted = wanted.to_string_lossy().replace(' ', "\\040");
+    let mounted = mounts
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()));
+    if !mounted {
+        return clear_dead_mount(mount_point);
+    }
+    nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+        VolumeError::Mount(format!(
+            "could not detach the stale mount at {}: {e}",
+            mount_point.display()
+        ))
+    })?;
+    Ok(true)
+}
+
 /// If `mount_point` is a dead FUSE mount (ENOTCONN: the daemon was killed), detaches it.
 /// Returns true if it did.
 pub fn clear_dead_mount(mount_point: &Path) -> Result<bool, VolumeError> {
