@@ -133,7 +133,9 @@ pub(crate) fn recover_lines(dir: &Path, last_seq: u64, head: [u8; 32]) -> io::Re
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut candidates: std::collections::HashMap<u64, Vec<&[u8]>> = Default::default();
+    // Each candidate: the stored line and its parts, by sequence number.
+    let mut candidates: std::collections::HashMap<u64, Vec<(&[u8], chain::Line<'_>)>> =
+        Default::default();
     for piece in bytes.split(|b| *b == b'\n') {
         // A line starts after the previous newline or after the zeros of an unused part.
         let start = piece.iter().position(|b| *b != 0).unwrap_or(piece.len());
@@ -141,19 +143,18 @@ pub(crate) fn recover_lines(dir: &Path, last_seq: u64, head: [u8; 32]) -> io::Re
         if let Ok(line) = chain::parse_line(piece)
             && line.seq > last_seq
         {
-            candidates.entry(line.seq).or_default().push(piece);
+            candidates.entry(line.seq).or_default().push((piece, line));
         }
     }
     let mut out = Vec::new();
     let (mut seq, mut head) = (last_seq, head);
-    while let Some((line, linked)) = candidates.get(&(seq + 1)).and_then(|lines| {
-        lines.iter().find_map(|piece| {
-            let line = chain::parse_line(piece).ok()?;
+    while let Some((piece, linked)) = candidates.get(&(seq + 1)).and_then(|lines| {
+        lines.iter().find_map(|(piece, line)| {
             let linked = chain::link(&head, line.seq, &chain::record_digest(line.record));
             (linked == line.hash).then_some((*piece, linked))
         })
     }) {
-        out.extend_from_slice(line);
+        out.extend_from_slice(piece);
         out.push(b'\n');
         seq += 1;
         head = linked;

@@ -705,12 +705,15 @@ fn lazy_config(dir: &Path) -> AuditConfig {
     }
 }
 
+fn open_lazy(dir: &Path) -> AuditTrail {
+    AuditTrail::open(lazy_config(dir), &root_key(), Arc::new(SystemClock)).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_calls_only_in_the_staging_ring_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let crashed = dir.path().join("crashed");
-    let trail = AuditTrail::open(lazy_config(&live), &root_key(), Arc::new(SystemClock)).unwrap();
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let trail = open_lazy(&live);
     record_calls(&trail, 0, 4).await;
     trail.digest_now().await.unwrap();
     // These five are answered, but only the staging ring holds them.
@@ -752,9 +755,8 @@ async fn answered_calls_only_in_the_staging_ring_survive_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_cut_short_in_the_ring_ends_the_recovery_there() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let crashed = dir.path().join("crashed");
-    let trail = AuditTrail::open(lazy_config(&live), &root_key(), Arc::new(SystemClock)).unwrap();
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let trail = open_lazy(&live);
     record_calls(&trail, 0, 6).await;
     crash_copy(&live, &crashed);
     trail.shutdown().await.unwrap();

@@ -475,9 +475,8 @@ impl Writer {
             if nothing_to_copy {
                 // The space is held by calls still copying their lines in: microseconds.
                 std::thread::yield_now();
-            } else if let Err(error) = copy_staged(inner) {
-                fail(&mut inner.lock(), &error);
-                return Err(error);
+            } else {
+                copy_staged(inner)?;
             }
         }
     }
@@ -688,14 +687,30 @@ fn complete(inner: &Inner, state: &mut State, id: u64) {
 
 /// Copies the staged lines of written calls from the ring into their segments (one
 /// `pwrite` per run of consecutive bytes), moves the segments' ends for readers and
-/// frees the ring space.
+/// frees the ring space. A failed copy fails the trail: the lines it took are gone from
+/// the queue, and their ring space must never be given out again.
 fn copy_staged(inner: &Inner) -> Result<(), String> {
     let _turn = inner.copier.lock().unwrap_or_else(|p| p.into_inner());
     let jobs: Vec<Staged> = inner.lock().staged.drain(..).collect();
-    let Some(last) = jobs.last() else {
-        return Ok(());
-    };
-    let released = last.ring_end;
+    let copied = copy_jobs(inner, &jobs);
+    let mut state = inner.lock();
+    if let Err(error) = &copied {
+        fail(&mut state, error);
+        return copied;
+    }
+    for job in &jobs {
+        for (index, end) in &job.ends {
+            inner.shared.set_end(*index, *end);
+        }
+    }
+    if let Some(last) = jobs.last() {
+        state.ring_released = state.ring_released.max(last.ring_end);
+    }
+    Ok(())
+}
+
+/// Writes the lines of `jobs` into their segments, merging adjacent pieces.
+fn copy_jobs(inner: &Inner, jobs: &[Staged]) -> Result<(), String> {
     let mut run: Option<(&Chunk, u64, usize)> = None;
     let pieces = jobs.iter().flat_map(|job| {
         job.chunks
@@ -717,17 +732,10 @@ fn copy_staged(inner: &Inner) -> Result<(), String> {
         }
         run = Some((chunk, ring_pos, len));
     }
-    if let Some((first, first_pos, run_len)) = run {
-        copy_run(inner, first, first_pos, run_len)?;
+    match run {
+        Some((first, first_pos, run_len)) => copy_run(inner, first, first_pos, run_len),
+        None => Ok(()),
     }
-    let mut state = inner.lock();
-    for job in &jobs {
-        for (index, end) in &job.ends {
-            inner.shared.set_end(*index, *end);
-        }
-    }
-    state.ring_released = state.ring_released.max(released);
-    Ok(())
 }
 
 /// Writes `len` ring bytes from `ring_pos` into `chunk`'s segment at its offset.

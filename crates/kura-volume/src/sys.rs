@@ -131,13 +131,18 @@ pub fn detach_stale_mount(mount_point: &Path) -> Result<bool, VolumeError> {
     if !mounted {
         return clear_dead_mount(mount_point);
     }
+    detach(mount_point)?;
+    Ok(true)
+}
+
+/// Lazily detaches the mount at `mount_point` (it goes once nothing uses it).
+fn detach(mount_point: &Path) -> Result<(), VolumeError> {
     nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
         VolumeError::Mount(format!(
-            "could not detach the stale mount at {}: {e}",
+            "could not detach the mount at {}: {e}",
             mount_point.display()
         ))
-    })?;
-    Ok(true)
+    })
 }
 
 /// If `mount_point` is a dead FUSE mount (ENOTCONN: the daemon was killed), detaches it.
@@ -145,12 +150,7 @@ pub fn detach_stale_mount(mount_point: &Path) -> Result<bool, VolumeError> {
 pub fn clear_dead_mount(mount_point: &Path) -> Result<bool, VolumeError> {
     match std::fs::metadata(mount_point) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
-                VolumeError::Mount(format!(
-                    "could not detach the dead mount at {}: {e}",
-                    mount_point.display()
-                ))
-            })?;
+            detach(mount_point)?;
             Ok(true)
         }
         _ => Ok(false),

@@ -383,10 +383,10 @@ impl Call<'_> {
                 .keys
                 .new_storage_key(self.ctx, kms_key_id, &record.data_id, KeyRole::Target)
                 .await;
-            let target = match (target, &record.source_grant) {
-                (Ok(target), _) => target,
-                (Err(error), held) => {
-                    if let Some(held) = held {
+            let target = match target {
+                Ok(target) => target,
+                Err(error) => {
+                    if let Some(held) = &record.source_grant {
                         self.rds.keys.release_held(self.account(), held).await;
                     }
                     return Err(error);
