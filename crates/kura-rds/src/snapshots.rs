@@ -11,7 +11,7 @@
 //! Must not: talk to the KMS (the API layer brings plaintext keys, obtained through
 //! [`crate::keys`]), or touch the records of databases.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use kura_crypto::SecretBytes;
@@ -51,16 +51,16 @@ impl SnapshotData {
         }
     }
 
-    /// Clears what a killed kura left in the scratch directory: dead FUSE mounts of
-    /// re-encryptions in progress and their half-written files. Call before any
-    /// re-encryption starts.
+    /// Clears what a killed kura left in the scratch directory: source images of
+    /// re-encryptions in progress, and copies that cannot be resumed (from another boot
+    /// of the machine). Call before any re-encryption starts.
     pub fn clear_scratch(&self) {
         let Ok(entries) = std::fs::read_dir(&self.scratch) else {
             return;
         };
         for work in entries.filter_map(Result::ok).map(|e| e.path()) {
-            for mount_point in ["source-mnt", "target-mnt"] {
-                let _ = kura_volume::clear_dead_mount(&work.join(mount_point));
+            if resumable(&work) {
+                continue;
             }
             if let Err(error) = std::fs::remove_dir_all(&work) {
                 tracing::warn!(dir = %work.display(), %error, "could not clear a scratch directory");
@@ -123,9 +123,11 @@ impl SnapshotData {
             .map_err(io_error("collecting unused snapshot chunks"))
     }
 
-    /// Writes a new encrypted volume at `target_backing` holding the same files as
-    /// `source`, under the target's fresh volume key. Nothing of the source's key
-    /// survives in the result.
+    /// Writes an encrypted volume at `target_backing` holding the same files as
+    /// `source`, under the target's volume key (decrypted from its wrapped key, which
+    /// the caller keeps). Nothing of the source's key survives in the result. A target
+    /// left by an interrupted call in this boot of the machine, under the same wrapped
+    /// key, is resumed: finished files are kept.
     pub async fn reencrypt(
         &self,
         source: SourceImage<'_>,
@@ -141,16 +143,22 @@ impl SnapshotData {
         let outcome = async {
             self.materialize(source.data_id, &source_image, &|_, _| {})
                 .await?;
-            // Mounting and copying block; keep the async workers free meanwhile.
+            // The copy reads and writes files for a while; keep the async workers free.
             tokio::task::block_in_place(|| {
-                copy_between_volumes(
-                    &source_image,
-                    source.key,
-                    &work,
-                    target_backing,
-                    target,
-                    progress,
-                )
+                let volume = open_or_create_target(target_backing, &target.info)?;
+                let from = match source.key {
+                    Some(key) => kura_volume::CopySource::Volume {
+                        backing_dir: &source_image,
+                        key,
+                    },
+                    None => kura_volume::CopySource::Plain(&source_image),
+                };
+                kura_volume::copy_into_volume(from, &volume, target.key, &mut |done, total| {
+                    progress(done, total)
+                })
+                .map_err(|e| RdsError::Internal(format!("re-encrypting the image: {e}")))?;
+                std::fs::remove_file(target_backing.join(COPY_MARKER))
+                    .map_err(io_error("finishing the re-encrypted volume"))
             })
         }
         .await;
@@ -161,109 +169,91 @@ impl SnapshotData {
     }
 }
 
-/// Mounts the source (if encrypted) and a new target volume, and copies every file.
-fn copy_between_volumes(
-    source_image: &Path,
-    source_key: Option<SecretBytes>,
-    work: &Path,
-    target_backing: &Path,
-    target: TargetVolume,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) -> RdsResult<()> {
+/// A file in a volume being written by [`SnapshotData::reencrypt`], holding the boot id
+/// of the machine: its files survive a killed kura (they are in the page cache) but not
+/// a power loss, so a copy is resumed only within the same boot.
+const COPY_MARKER: &str = "kura-copy-in-progress";
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_owned())
+}
+
+/// True if `dir` is a volume an interrupted copy left in this boot of the machine.
+fn resumable(dir: &Path) -> bool {
+    let marker = std::fs::read_to_string(dir.join(COPY_MARKER)).ok();
+    marker.is_some() && marker.map(|m| m.trim().to_owned()) == boot_id()
+}
+
+/// The target volume of a copy: the one an interrupted copy left, if it can be resumed
+/// (same boot, same wrapped key), or a new one.
+fn open_or_create_target(backing: &Path, info: &VolumeKeyInfo) -> RdsResult<kura_volume::Volume> {
     let volume_error = |action: &'static str| {
         move |e: kura_volume::VolumeError| RdsError::Internal(format!("{action}: {e}"))
     };
-    // Neither volume needs the torn-write journal: a copy interrupted by a crash is
-    // redone from the start, never resumed from these files.
-    let options = kura_volume::MountOptions {
-        journal: false,
-        ..kura_volume::MountOptions::default()
-    };
-    let mount = |backing: &Path, at: &Path, key: SecretBytes| {
-        std::fs::create_dir_all(at).map_err(io_error("creating a mount point"))?;
-        kura_volume::Volume::open(backing)
-            .and_then(|v| v.mount(at, key, options.clone()))
-            .map_err(volume_error("mounting a volume for re-encryption"))
-    };
-    let source = match source_key {
-        Some(key) => Some(mount(source_image, &work.join("source-mnt"), key)?),
-        None => None,
-    };
-    let source_root = source
-        .as_ref()
-        .map_or(source_image.to_owned(), |m| m.mount_point().to_owned());
+    if resumable(backing)
+        && let Ok(volume) = kura_volume::Volume::open(backing)
+        && volume
+            .wrapped_key()
+            .is_ok_and(|key| key == info.wrapped_key)
+    {
+        tracing::info!(volume = %backing.display(), "resuming an interrupted re-encryption");
+        return Ok(volume);
+    }
+    match std::fs::remove_dir_all(backing) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_error("clearing the re-encryption target")(e));
+        }
+        _ => {}
+    }
     let new = kura_volume::NewVolume {
         volume_id: kura_volume::new_volume_id(),
-        kms_key_arn: target.info.kms_key_arn.clone(),
-        encryption_context: target.info.encryption_context.clone(),
+        kms_key_arn: info.kms_key_arn.clone(),
+        encryption_context: info.encryption_context.clone(),
     };
-    kura_volume::Volume::create(target_backing, &target.info.wrapped_key, new)
+    let volume = kura_volume::Volume::create(backing, &info.wrapped_key, new)
         .map_err(volume_error("creating the re-encrypted volume"))?;
-    let destination = mount(target_backing, &work.join("target-mnt"), target.key)?;
-    let total = tree_size(&source_root);
-    let mut done = 0u64;
-    let copied = copy_tree(&source_root, destination.mount_point(), &mut |bytes| {
-        done += bytes;
-        progress(done, total);
-    });
-    // Unmounting the target flushes its cached writes into the backing files: a failure
-    // there is a failed copy.
-    let flushed = destination
-        .unmount()
-        .map_err(volume_error("flushing the re-encrypted volume"));
-    if flushed.is_err() {
-        destination.force_unmount();
-    }
-    if let Some(source) = source
-        && source.unmount().is_err()
-    {
-        source.force_unmount();
-    }
-    copied.map_err(io_error("copying files into the re-encrypted volume"))?;
-    flushed
+    std::fs::write(backing.join(COPY_MARKER), boot_id().unwrap_or_default())
+        .map_err(io_error("marking the re-encrypted volume"))?;
+    Ok(volume)
 }
 
-/// Bytes in regular files under `root`.
-fn tree_size(root: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.file_type() {
-            Ok(t) if t.is_dir() => tree_size(&entry.path()),
-            Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
 
-/// Copies the tree under `from` into the existing directory `to`, keeping modes,
-/// owners and symbolic links (engines check that their files belong to them).
-fn copy_tree(from: &Path, to: &Path, copied: &mut dyn FnMut(u64)) -> std::io::Result<()> {
-    keep_owner_and_mode(&std::fs::symlink_metadata(from)?, to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let (source, target) = (entry.path(), to.join(entry.file_name()));
-        let meta = std::fs::symlink_metadata(&source)?;
-        if meta.is_dir() {
-            std::fs::create_dir(&target)?;
-            copy_tree(&source, &target, copied)?;
-        } else if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
-            std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
-        } else if meta.is_file() {
-            // No fsync: the copy's durability comes from the chunk store it is captured
-            // into after the unmount has flushed every write.
-            let bytes = std::fs::copy(&source, &target)?;
-            keep_owner_and_mode(&meta, &target)?;
-            copied(bytes);
+    fn info(wrapped: &[u8]) -> VolumeKeyInfo {
+        VolumeKeyInfo {
+            kms_key_arn: "arn:aws:kms:us-east-1:000000000000:key/k".into(),
+            wrapped_key: wrapped.to_vec(),
+            encryption_context: [("aws:rds:db-id".to_owned(), "db-X".to_owned())].into(),
         }
     }
-    Ok(())
-}
 
-fn keep_owner_and_mode(meta: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+    #[test]
+    fn an_interrupted_copy_is_resumed_only_in_the_same_boot_under_the_same_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = SnapshotData::new(tmp.path());
+        let target = tmp.path().join("scratch").join("snap-data-1");
+        let first = open_or_create_target(&target, &info(b"wrapped-1")).unwrap();
+        std::fs::write(target.join("data").join("finished-file"), b"x").unwrap();
+        // A killed kura restarts: the scratch directory keeps the copy, the copy resumes.
+        let leftover = tmp.path().join("scratch").join("some-source-image");
+        std::fs::create_dir_all(&leftover).unwrap();
+        data.clear_scratch();
+        assert!(!leftover.exists());
+        let again = open_or_create_target(&target, &info(b"wrapped-1")).unwrap();
+        assert_eq!(again.id(), first.id());
+        assert!(target.join("data").join("finished-file").exists());
+        // Another wrapped key: the copy starts over.
+        let other_key = open_or_create_target(&target, &info(b"wrapped-2")).unwrap();
+        assert_ne!(other_key.id(), first.id());
+        assert!(!target.join("data").join("finished-file").exists());
+        // Another boot (a power loss may have torn the files): cleared at start-up.
+        std::fs::write(target.join(COPY_MARKER), "another-boot").unwrap();
+        data.clear_scratch();
+        assert!(!target.exists());
+    }
 }

@@ -101,8 +101,9 @@ pub fn block_len(size: u64, block: u64) -> u64 {
     }
 }
 
-/// True if every byte is zero (a hole on the backing side). Only examined after a block
-/// failed authentication, so never on the hot path.
+/// True if every byte is zero: a stored block that is a hole (examined only after a block
+/// failed authentication, so never on the file system's hot path), or plaintext that a
+/// copy leaves as a hole.
 pub fn is_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0)
 }

@@ -36,10 +36,12 @@ mod journal;
 mod meta;
 mod mount;
 mod names;
+mod rekey;
 mod sys;
 
 pub use meta::{CipherParams, NewVolume, VolumeMetadata, new_volume_id};
 pub use mount::{FreezeGuard, MountOptions, MountedVolume, Status, Volume};
+pub use rekey::{CopySource, copy_into_volume};
 pub use sys::{check_fuse_available, clear_dead_mount, detach_stale_mount, protect_process_memory};
 
 use std::path::PathBuf;

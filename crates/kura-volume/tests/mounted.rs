@@ -522,3 +522,227 @@ fn works_without_the_writeback_cache() {
     drop(file);
     assert_eq!(fs::read(f.p("w")).unwrap(), want);
 }
+
+/// One entry as a reader sees it: path, kind, mode, uid, gid, contents or link target.
+type SeenEntry = (String, String, u32, u32, u32, Vec<u8>);
+
+/// Everything a reader of a tree can see, plus which paths share an inode.
+fn describe(root: &Path) -> (Vec<SeenEntry>, Vec<Vec<String>>) {
+    let mut entries = Vec::new();
+    let mut inodes: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    fn visit(
+        root: &Path,
+        dir: &Path,
+        entries: &mut Vec<SeenEntry>,
+        inodes: &mut std::collections::BTreeMap<u64, Vec<String>>,
+    ) {
+        for e in fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let (kind, body) = if meta.is_dir() {
+                visit(root, &path, entries, inodes);
+                ("dir", Vec::new())
+            } else if meta.file_type().is_symlink() {
+                (
+                    "link",
+                    fs::read_link(&path).unwrap().into_os_string().into_vec(),
+                )
+            } else {
+                ("file", fs::read(&path).unwrap())
+            };
+            if meta.is_file() && meta.nlink() > 1 {
+                inodes.entry(meta.ino()).or_default().push(rel.clone());
+            }
+            entries.push((rel, kind.into(), meta.mode(), meta.uid(), meta.gid(), body));
+        }
+    }
+    use std::os::unix::ffi::OsStringExt as _;
+    visit(root, root, &mut entries, &mut inodes);
+    entries.sort();
+    let mut links: Vec<Vec<String>> = inodes
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    links.sort();
+    (entries, links)
+}
+
+/// Fills `root` with what a database directory can hold: nested directories, a long
+/// name, a symbolic link, a hard link, empty, sparse, odd-sized and multi-chunk files,
+/// owners and modes.
+fn fill_tree(root: &Path) {
+    fs::create_dir_all(root.join("base/16384")).unwrap();
+    fs::create_dir(root.join("empty-dir")).unwrap();
+    fs::write(
+        root.join("base/16384/1259"),
+        pattern(3 * 1024 * 1024 + 123, 1),
+    )
+    .unwrap();
+    fs::write(root.join("PG_VERSION"), b"15\n").unwrap();
+    File::create(root.join("empty")).unwrap();
+    let sparse = File::create(root.join("sparse")).unwrap();
+    sparse.write_all_at(b"tail", 5 * 1024 * 1024).unwrap();
+    sparse
+        .write_all_at(&pattern(10_000, 9), 4096 * 3 + 17)
+        .unwrap();
+    let long = "n".repeat(200);
+    fs::write(root.join("base").join(&long), b"long name").unwrap();
+    std::os::unix::fs::symlink("base/16384", root.join("link")).unwrap();
+    fs::hard_link(root.join("PG_VERSION"), root.join("base/PG_VERSION.hard")).unwrap();
+    std::os::unix::fs::chown(root.join("base/16384/1259"), Some(105), Some(106)).unwrap();
+    fs::set_permissions(root.join("base/16384"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(root.join("PG_VERSION"), fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+fn new_volume(dir: &Path) -> Volume {
+    let id = new_volume_id();
+    Volume::create(
+        dir,
+        b"another-wrapped-key",
+        NewVolume {
+            volume_id: id.clone(),
+            kms_key_arn: "arn:aws:kms:us-east-1:000000000000:key/other".into(),
+            encryption_context: [("kura:volume-id".to_owned(), id)].into(),
+        },
+    )
+    .unwrap()
+}
+
+fn mounted(volume: &Volume, at: &Path, key: &[u8; 32]) -> MountedVolume {
+    fs::create_dir_all(at).unwrap();
+    volume
+        .mount(at, SecretBytes::copy_from(key), MountOptions::default())
+        .unwrap()
+}
+
+#[test]
+fn copy_into_volume_reencrypts_every_file_and_resumes() {
+    let Some(mut f) = Fixture::new() else { return };
+    fill_tree(&f.mp);
+    let expected = describe(&f.mp);
+    f.remount(); // flushed into the backing files
+    let source_volume = f.vol.take().unwrap();
+    source_volume.unmount().unwrap();
+    drop(source_volume);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let target = new_volume(&tmp.path().join("target"));
+    let mut key = [0u8; 32];
+    kura_crypto::fill_random(&mut key).unwrap();
+    let copy = |progress: &mut dyn FnMut(u64, u64)| {
+        kura_volume::copy_into_volume(
+            kura_volume::CopySource::Volume {
+                backing_dir: &f.backing,
+                key: SecretBytes::copy_from(&f.key),
+            },
+            &target,
+            SecretBytes::copy_from(&key),
+            progress,
+        )
+    };
+    let mut last = (0, 0);
+    copy(&mut |done, total| last = (done, total)).unwrap();
+    assert!(
+        last.1 > 8 * 1024 * 1024 && last.0 == last.1,
+        "progress {last:?}"
+    );
+
+    // Nothing of the source's ciphertext is reused: no stored block appears in both.
+    let blocks = |root: &Path| {
+        walk(root)
+            .into_iter()
+            .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
+            .flat_map(|p| {
+                fs::read(p)
+                    .unwrap()
+                    .chunks(4124)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|b| b.len() > 64 && b.iter().any(|&x| x != 0))
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let source_blocks = blocks(&f.backing.join("data"));
+    assert!(blocks(&target.backing_dir().join("data")).is_disjoint(&source_blocks));
+
+    // Interrupted copies: drop a directory and a file from the target, leave a
+    // half-written temporary, and copy again.
+    let data = target.backing_dir().join("data");
+    let mut removed = 0;
+    for entry in fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if entry.is_dir() && removed & 1 == 0 {
+            fs::remove_dir_all(&entry).unwrap();
+            removed |= 1;
+        } else if entry.is_file() && removed & 2 == 0 {
+            fs::remove_file(&entry).unwrap();
+            removed |= 2;
+        }
+    }
+    assert_eq!(removed, 3);
+    fs::write(data.join(".kura-tmp.interrupted"), b"half").unwrap();
+    copy(&mut |_, _| {}).unwrap();
+    assert!(!data.join(".kura-tmp.interrupted").exists());
+
+    let at = tmp.path().join("mnt");
+    let mount = mounted(&target, &at, &key);
+    assert_eq!(describe(&at), expected);
+    // Sparse stays sparse: 5 MiB of file, a few blocks stored.
+    assert!(fs::metadata(at.join("sparse")).unwrap().blocks() < 200);
+    mount.unmount().unwrap();
+
+    // A wrong source key is refused before anything is written.
+    let other = new_volume(&tmp.path().join("other"));
+    let wrong = kura_volume::copy_into_volume(
+        kura_volume::CopySource::Volume {
+            backing_dir: &f.backing,
+            key: SecretBytes::copy_from(&[7u8; 32]),
+        },
+        &other,
+        SecretBytes::copy_from(&key),
+        &mut |_, _| {},
+    );
+    assert!(matches!(wrong, Err(VolumeError::WrongKey)), "{wrong:?}");
+}
+
+#[test]
+fn copy_into_volume_encrypts_a_plain_tree() {
+    if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain");
+    fill_tree(&plain);
+    let expected = describe(&plain);
+    let target = new_volume(&tmp.path().join("target"));
+    let key = [3u8; 32];
+    kura_volume::copy_into_volume(
+        kura_volume::CopySource::Plain(&plain),
+        &target,
+        SecretBytes::copy_from(&key),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    for path in walk(target.backing_dir()) {
+        let bytes = fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(9).any(|w| w == b"long name"),
+            "plaintext in {path:?}"
+        );
+    }
+    let at = tmp.path().join("mnt");
+    let mount = mounted(&target, &at, &key);
+    assert_eq!(describe(&at), expected);
+    mount.unmount().unwrap();
+}
