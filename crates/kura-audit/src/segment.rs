@@ -10,7 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use memchr::memchr;
@@ -107,10 +107,51 @@ pub fn create_preallocated(dir: &Path, index: u64, capacity: u64) -> io::Result<
         .create_new(true)
         .mode(0o600)
         .open(&path)?;
-    write_zeros(&mut file, capacity)?;
+    if !write_zeros_direct(&path, capacity)? {
+        write_zeros(&mut file, capacity)?;
+    }
     file.sync_all()?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// Page size the segment writes are aligned to (see [`create_preallocated`]).
+pub(crate) const PAGE: u64 = 4096;
+
+/// Zero-fills the new, empty file at `path` with direct I/O: the zeros go to the disk
+/// without passing through the page cache, so they are neither copied there nor written
+/// back from there (buffered, the trail was written twice: zeros, then records). The
+/// writer later writes whole pages into it, so the kernel never has to read the zeros
+/// back. `Ok(false)` where the file system does not do direct I/O (tmpfs).
+fn write_zeros_direct(path: &Path, len: u64) -> io::Result<bool> {
+    const CHUNK: usize = 1 << 20;
+    if !len.is_multiple_of(PAGE) {
+        return Ok(false);
+    }
+    let refused = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let file = match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if refused(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // Direct I/O needs a page-aligned buffer: take the aligned part of a larger one.
+    let buffer = vec![0u8; CHUNK + PAGE as usize];
+    let start = buffer.as_ptr().align_offset(PAGE as usize);
+    let zeros = buffer.get(start..start + CHUNK).unwrap_or_default();
+    let mut offset = 0;
+    while offset < len {
+        let n = usize::try_from((len - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
+        match file.write_all_at(zeros.get(..n).unwrap_or_default(), offset) {
+            Ok(()) => offset += n as u64,
+            Err(e) if offset == 0 && refused(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Writes `len` zero bytes at the file's position: real blocks, not a sparse hole, so
@@ -124,6 +165,37 @@ pub(crate) fn write_zeros(file: &mut File, len: u64) -> io::Result<()> {
         left -= n as u64;
     }
     Ok(())
+}
+
+/// Writes `bytes` at `offset`, with the last page filled up with zeros (what the segment
+/// holds there anyway, up to the next run). A write that ends inside a page the page
+/// cache does not have makes the kernel read that page from the disk first; segments
+/// are zero-filled with direct I/O, so their pages are not cached, and every run would
+/// pay one synchronous read. The run's first page is the one the previous run ended in,
+/// which is cached.
+pub(crate) fn write_page_padded(
+    file: &File,
+    bytes: &[u8],
+    offset: u64,
+    capacity: u64,
+) -> std::io::Result<()> {
+    let end = offset + bytes.len() as u64;
+    let tail_start = (end - end % PAGE).max(offset);
+    let page_end = tail_start - tail_start % PAGE + PAGE;
+    if end.is_multiple_of(PAGE) || page_end > capacity {
+        return file.write_all_at(bytes, offset);
+    }
+    let split = usize::try_from(tail_start - offset).unwrap_or(bytes.len());
+    let (body, tail) = bytes.split_at(split.min(bytes.len()));
+    if !body.is_empty() {
+        file.write_all_at(body, offset)?;
+    }
+    let mut page = [0u8; PAGE as usize];
+    let tail_len = usize::try_from(page_end - tail_start).unwrap_or(page.len());
+    if let Some(start) = page.get_mut(..tail.len()) {
+        start.copy_from_slice(tail);
+    }
+    file.write_all_at(page.get(..tail_len).unwrap_or_default(), tail_start)
 }
 
 /// Trims a segment to its data and makes that durable.
@@ -204,5 +276,34 @@ mod tests {
             std::fs::metadata(&listed[0].1).map(|m| m.len()).ok(),
             Some(0)
         );
+    }
+
+    #[test]
+    fn page_padded_writes_keep_every_byte_and_add_only_zeros() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let capacity = 4 * PAGE;
+        let file =
+            create_preallocated(dir.path(), 1, capacity).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut expected = vec![0u8; capacity as usize];
+        // Runs ending mid-page, on a page boundary, spanning pages, and at the very end.
+        let mut offset = 0u64;
+        for (len, fill) in [
+            (100, b'a'),
+            (3996, b'b'),
+            (5000, b'c'),
+            (1, b'd'),
+            (7287, b'e'),
+        ] {
+            let bytes = vec![fill; len];
+            write_page_padded(&file, &bytes, offset, capacity)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            expected[offset as usize..offset as usize + len].copy_from_slice(&bytes);
+            offset += len as u64;
+            assert_eq!(
+                std::fs::read(dir.path().join(segment_name(1))).unwrap_or_default(),
+                expected
+            );
+        }
+        assert_eq!(offset, capacity);
     }
 }

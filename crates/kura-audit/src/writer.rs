@@ -19,7 +19,6 @@
 //! succeed unaudited.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -743,7 +742,12 @@ fn copy_run(inner: &Inner, chunk: &Chunk, ring_pos: u64, len: usize) -> Result<(
     inner
         .ring
         .read(inner.ring.offset(ring_pos), len, |bytes| {
-            chunk.file.write_all_at(bytes, chunk.offset)
+            segment::write_page_padded(
+                &chunk.file,
+                bytes,
+                chunk.offset,
+                inner.settings.segment_bytes,
+            )
         })
         .and_then(|written| written)
         .map_err(|e| format!("writing {}: {e}", chunk.name))
