@@ -319,6 +319,13 @@ def test_duplicates_and_cluster_rules(server):
     rds.modify_db_cluster(DBClusterIdentifier="dup", MasterUserPassword="N3w-passw0rd", ApplyImmediately=True)
     assert mysql(cluster["Port"], "SELECT 1").returncode != 0
     assert mysql(cluster["Port"], "SELECT 1", password="N3w-passw0rd").stdout.strip() == "1"
+    # Backup settings belong to the cluster; its members report them.
+    rds.modify_db_cluster(DBClusterIdentifier="dup", PreferredBackupWindow="22:00-22:45", BackupRetentionPeriod=7)
+    member = rds.describe_db_instances(DBInstanceIdentifier="dup-1")["DBInstances"][0]
+    assert (member["PreferredBackupWindow"], member["BackupRetentionPeriod"]) == ("22:00-22:45", 7)
+    with pytest.raises(ClientError) as e:
+        rds.modify_db_cluster(DBClusterIdentifier="dup", BackupRetentionPeriod=0)
+    assert error_of(e) == ("InvalidParameterValue", "The backup retention period must be between 1 and 35 days: 0.")
     with pytest.raises(ClientError) as e:
         rds.delete_db_cluster(DBClusterIdentifier="dup", SkipFinalSnapshot=True)
     assert error_of(e)[0] == "InvalidDBClusterStateFault"

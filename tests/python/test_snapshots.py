@@ -320,17 +320,38 @@ def test_unencrypted_snapshot_shared_and_restored_by_another_account(server):
 
 
 def test_automated_snapshots_are_taken_kept_and_pruned(tmp_path):
-    """A backup day of 3 seconds: automated snapshots appear once per day, cannot be
-    shared or deleted by hand, become manual when copied, expire after the retention
-    period, and go with their database."""
+    """A backup day of 3 seconds: automated snapshots appear once per day when the
+    backup window opens, cannot be shared or deleted by hand, become manual when copied,
+    expire after the retention period, and go with their database. Backup windows and
+    retention periods are checked as AWS does."""
     server = KuraServer(tmp_path / "data", config=rds_config().replace(
         "[rds]\n", "[rds]\nbackup_day_secs = 3\nfirst_port = 26432\n").replace("first_port = 25432\n", ""))
     try:
         rds = server.client("rds")
-        rds.create_db_instance(DBInstanceIdentifier="pg-auto", Engine="postgres", DBInstanceClass="db.t3.micro",
-                               MasterUsername="admin_user", MasterUserPassword=PASSWORD, AllocatedStorage=20,
-                               BackupRetentionPeriod=1)
+        create = dict(DBInstanceIdentifier="pg-auto", Engine="postgres", DBInstanceClass="db.t3.micro",
+                      MasterUsername="admin_user", MasterUserPassword=PASSWORD, AllocatedStorage=20,
+                      BackupRetentionPeriod=1)
+        for window, retention, message in [
+                ("05:00-05:30", 1, "The backup window and maintenance window must not overlap."),
+                ("03:00-03:20", 1, "The backup window must be at least 30 minutes."),
+                ("3am-4am", 1, "Invalid backup window 3am-4am: it must be in the format hh24:mi-hh24:mi, in UTC."),
+                ("03:00-03:30", 36, "The backup retention period must be between 0 and 35 days: 36.")]:
+            with pytest.raises(ClientError) as e:
+                rds.create_db_instance(**{**create, "PreferredBackupWindow": window,
+                                          "BackupRetentionPeriod": retention})
+            assert error_of(e) == ("InvalidParameterValue", message)
+        assert rds.describe_db_instances()["DBInstances"] == []
+        # The window opens 12 hours into each (3-second) day: 1.5 s after each multiple of 3 s.
+        created = rds.create_db_instance(**create, PreferredBackupWindow="11:59-12:30")["DBInstance"]
+        assert created["PreferredBackupWindow"] == "11:59-12:30"
+        assert created["PreferredMaintenanceWindow"] == "sun:05:00-sun:05:30"
         wait_for(instance_status(rds, "pg-auto"), "available")
+        modified = rds.modify_db_instance(DBInstanceIdentifier="pg-auto",
+                                          PreferredBackupWindow="12:00-12:30")["DBInstance"]
+        assert modified["PreferredBackupWindow"] == "12:00-12:30"
+        with pytest.raises(ClientError) as e:
+            rds.modify_db_instance(DBInstanceIdentifier="pg-auto", PreferredBackupWindow="04:50-05:20")
+        assert error_of(e) == ("InvalidParameterValue", "The backup window and maintenance window must not overlap.")
 
         def automated():
             return [s for s in rds.describe_db_snapshots(DBInstanceIdentifier="pg-auto",
@@ -360,6 +381,10 @@ def test_automated_snapshots_are_taken_kept_and_pruned(tmp_path):
                  True, timeout=30)
         wait_for(lambda: len(automated()) >= 1, True, timeout=30)
         assert len(automated()) <= 2
+        # Every automated snapshot after the first was started as the window opened.
+        for later in automated():
+            into_day = later["SnapshotCreateTime"].timestamp() % 3
+            assert 1.5 <= into_day < 2.3, (later["DBSnapshotIdentifier"], into_day)
         rds.delete_db_instance(DBInstanceIdentifier="pg-auto", SkipFinalSnapshot=True)
         wait_for(lambda: len(rds.describe_db_snapshots(SnapshotType="automated")["DBSnapshots"]), 0, timeout=30)
         assert [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]] == ["pg-auto-copy"]

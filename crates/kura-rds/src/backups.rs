@@ -1,6 +1,8 @@
 //! Automated backups: one automated snapshot per backup day of every database whose
-//! backup retention period is above zero, kept for that many days, and removed with
-//! their database (as AWS does when DeleteAutomatedBackups is left at its default).
+//! backup retention period is above zero, taken when its daily backup window opens
+//! (`PreferredBackupWindow`, see `window.rs`; the first one at once), kept for that many
+//! days, and removed with their database (as AWS does when DeleteAutomatedBackups is left
+//! at its default).
 //!
 //! Automated snapshots are named `rds:<database>-YYYY-MM-DD-HH-MM`, have
 //! `SnapshotType=automated`, cannot be shared or deleted by hand, and become manual
@@ -11,17 +13,59 @@ use std::sync::Arc;
 use kura_types::Timestamp;
 
 use crate::Rds;
+use crate::error::{RdsError, RdsResult};
 use crate::lifecycle::Unit;
 use crate::model::{SnapshotKind, SnapshotRecord, status};
 use crate::ops::snapshots::{SourceDatabase, snapshot_record};
+use crate::params::Params;
+use crate::window::BackupWindow;
 
 pub(crate) const AUTOMATED: &str = "automated";
+
+/// A database's backup settings, as the scheduler uses them.
+struct BackupPlan {
+    retention: i64,
+    window: BackupWindow,
+}
+
+impl BackupPlan {
+    fn new(retention: i64, window: &str) -> Self {
+        Self {
+            retention,
+            window: BackupWindow::stored(window),
+        }
+    }
+}
+
+/// The request's `BackupRetentionPeriod`, checked (0-35 days; Aurora clusters keep at
+/// least one); `None` if it names none.
+pub(crate) fn requested_retention(p: &Params<'_>, aurora: bool) -> RdsResult<Option<i64>> {
+    let least = i64::from(aurora);
+    match p.int("BackupRetentionPeriod")? {
+        Some(days) if !(least..=35).contains(&days) => Err(RdsError::InvalidParameterValue(
+            format!("The backup retention period must be between {least} and 35 days: {days}."),
+        )),
+        days => Ok(days),
+    }
+}
+
+/// The backup retention period and window of a new database: the request's, checked,
+/// or the defaults (1 day, [`crate::window::DEFAULT_BACKUP_WINDOW`]).
+pub(crate) fn requested_settings(p: &Params<'_>, aurora: bool) -> RdsResult<(i64, String)> {
+    Ok((
+        requested_retention(p, aurora)?.unwrap_or(1),
+        crate::window::requested(p)?
+            .unwrap_or_else(|| crate::window::DEFAULT_BACKUP_WINDOW.to_owned()),
+    ))
+}
 
 impl Rds {
     /// Runs forever: takes automated snapshots when due and prunes expired ones.
     pub(crate) async fn run_automated_backups(self: Arc<Self>) {
-        let tick = (self.settings.backup_day / 10).clamp(
-            std::time::Duration::from_secs(1),
+        // Fine enough to start a backup close to its window's opening in a shortened
+        // test day, at most a minute late in a real one.
+        let tick = (self.settings.backup_day / 100).clamp(
+            std::time::Duration::from_millis(100),
             std::time::Duration::from_secs(60),
         );
         let mut ticker = tokio::time::interval(tick);
@@ -29,9 +73,9 @@ impl Rds {
             ticker.tick().await;
             self.prune_automated_snapshots();
             for unit in self.all_units() {
-                if let Some((kind, source, retention)) = self.backup_source(&unit)
-                    && retention > 0
-                    && self.automated_backup_due(&source)
+                if let Some((kind, source, plan)) = self.backup_source(&unit)
+                    && plan.retention > 0
+                    && self.automated_backup_due(&source, &plan.window)
                 {
                     self.take_automated_snapshot(kind, source).await;
                 }
@@ -39,21 +83,22 @@ impl Rds {
         }
     }
 
-    /// What an automated snapshot of `unit` would be taken of, if it serves now.
-    fn backup_source(&self, unit: &Unit) -> Option<(SnapshotKind, SourceDatabase, i64)> {
+    /// What an automated snapshot of `unit` would be taken of, if it serves now, and
+    /// its backup settings.
+    fn backup_source(&self, unit: &Unit) -> Option<(SnapshotKind, SourceDatabase, BackupPlan)> {
         match unit {
             Unit::Cluster { account, id } => {
                 let c = self.state.cluster(account, id)?;
                 (c.status == status::AVAILABLE).then(|| {
-                    let retention = c.backup_retention;
-                    (SnapshotKind::Cluster, c.into(), retention)
+                    let plan = BackupPlan::new(c.backup_retention, &c.backup_window);
+                    (SnapshotKind::Cluster, c.into(), plan)
                 })
             }
             Unit::Instance { account, id } => {
                 let i = self.state.instance(account, id)?;
                 (i.status == status::AVAILABLE).then(|| {
-                    let retention = i.backup_retention;
-                    (SnapshotKind::Instance, i.into(), retention)
+                    let plan = BackupPlan::new(i.backup_retention, &i.backup_window);
+                    (SnapshotKind::Instance, i.into(), plan)
                 })
             }
         }
@@ -71,11 +116,13 @@ impl Rds {
             .collect()
     }
 
-    fn automated_backup_due(&self, source: &SourceDatabase) -> bool {
-        let now = self.clock.now();
-        self.automated_of(source.resource_id())
-            .iter()
-            .all(|s| s.created.plus_millis(self.day_millis()) <= now)
+    /// The first automated backup is taken at once (when backups are turned on, or the
+    /// database is new), as on AWS; then one per day, once its window has opened. A
+    /// window missed while kura was stopped is made up for at the next start.
+    fn automated_backup_due(&self, source: &SourceDatabase, window: &BackupWindow) -> bool {
+        let existing = self.automated_of(source.resource_id());
+        let opened = window.last_opened(self.clock.now().millis(), self.day_millis());
+        existing.iter().all(|s| s.created.millis() < opened)
     }
 
     async fn take_automated_snapshot(self: &Arc<Self>, kind: SnapshotKind, source: SourceDatabase) {

@@ -25,6 +25,7 @@ mod snapshots;
 mod state;
 mod storage;
 mod watch;
+mod window;
 
 use std::path::PathBuf;
 use std::sync::Arc;

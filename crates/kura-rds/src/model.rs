@@ -130,6 +130,9 @@ pub(crate) struct ClusterRecord {
     pub storage: StorageRecord,
     pub created: Timestamp,
     pub backup_retention: i64,
+    /// `PreferredBackupWindow`, checked by [`crate::window::BackupWindow::parse`].
+    #[serde(default = "default_backup_window")]
+    pub backup_window: String,
     pub deletion_protection: bool,
     pub copy_tags_to_snapshot: bool,
     #[serde(default)]
@@ -169,6 +172,9 @@ pub(crate) struct InstanceRecord {
     pub allocated_storage: i64,
     pub created: Timestamp,
     pub backup_retention: i64,
+    /// `PreferredBackupWindow`, checked by [`crate::window::BackupWindow::parse`].
+    #[serde(default = "default_backup_window")]
+    pub backup_window: String,
     pub deletion_protection: bool,
     pub copy_tags_to_snapshot: bool,
     #[serde(default)]
@@ -339,6 +345,10 @@ pub(crate) fn check_identifier(parameter: &str, value: &str) -> RdsResult<String
             "The parameter {parameter} is not a valid identifier. Identifiers must begin with a letter; must contain only ASCII letters, digits, and hyphens; and must not end with a hyphen or contain two consecutive hyphens."
         )))
     }
+}
+
+fn default_backup_window() -> String {
+    crate::window::DEFAULT_BACKUP_WINDOW.to_owned()
 }
 
 #[cfg(test)]

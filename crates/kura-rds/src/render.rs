@@ -57,8 +57,11 @@ pub(crate) fn cluster(
         w.leaf("EngineVersion", &c.engine_version);
         w.leaf("Port", &c.storage.port.to_string());
         w.leaf("MasterUsername", &c.master_username);
-        w.leaf("PreferredBackupWindow", "03:00-03:30");
-        w.leaf("PreferredMaintenanceWindow", "sun:05:00-sun:05:30");
+        w.leaf("PreferredBackupWindow", &c.backup_window);
+        w.leaf(
+            "PreferredMaintenanceWindow",
+            crate::window::MAINTENANCE_WINDOW,
+        );
         w.element("DBClusterMembers", |w| {
             for (index, member) in members.iter().enumerate() {
                 w.element("DBClusterMember", |w| {
@@ -108,7 +111,7 @@ pub(crate) fn instance(
         }
         w.leaf("AllocatedStorage", &i.allocated_storage.to_string());
         w.leaf("InstanceCreateTime", &i.created.iso8601_millis());
-        w.leaf("PreferredBackupWindow", "03:00-03:30");
+        w.leaf("PreferredBackupWindow", &i.backup_window);
         w.leaf("BackupRetentionPeriod", &i.backup_retention.to_string());
         w.element("DBSecurityGroups", |_| {});
         w.element("VpcSecurityGroups", |_| {});
@@ -119,7 +122,10 @@ pub(crate) fn instance(
             });
         });
         w.leaf("AvailabilityZone", &format!("{}a", i.region));
-        w.leaf("PreferredMaintenanceWindow", "sun:05:00-sun:05:30");
+        w.leaf(
+            "PreferredMaintenanceWindow",
+            crate::window::MAINTENANCE_WINDOW,
+        );
         w.element("PendingModifiedValues", |_| {});
         w.leaf("MultiAZ", "false");
         w.leaf("EngineVersion", &i.engine_version);

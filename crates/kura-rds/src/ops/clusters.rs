@@ -47,6 +47,7 @@ impl Call<'_> {
         if self.rds.state.cluster(self.account(), &id).is_some() {
             return Err(RdsError::ClusterAlreadyExists(id));
         }
+        let (backup_retention, backup_window) = crate::backups::requested_settings(p, true)?;
         let port = self.rds.choose_port(p.int("Port")?)?;
         let resource_id = new_resource_id("cluster-")?;
         let (storage, key) = self
@@ -67,7 +68,8 @@ impl Call<'_> {
             status: status::CREATING.to_owned(),
             storage,
             created: self.ctx.time,
-            backup_retention: p.int("BackupRetentionPeriod")?.unwrap_or(1),
+            backup_retention,
+            backup_window,
             deletion_protection: p.bool("DeletionProtection")?.unwrap_or(false),
             copy_tags_to_snapshot: p.bool("CopyTagsToSnapshot")?.unwrap_or(false),
             tags: p.tags("Tags"),
@@ -174,12 +176,16 @@ impl Call<'_> {
             };
             self.rds.reset_master_password(&unit, password).await?;
         }
-        let backup_retention = p.int("BackupRetentionPeriod")?;
+        let backup_retention = crate::backups::requested_retention(p, true)?;
+        let backup_window = crate::window::requested(p)?;
         let deletion_protection = p.bool("DeletionProtection")?;
         let copy_tags = p.bool("CopyTagsToSnapshot")?;
         let updated = self.rds.state.update_cluster(self.account(), &id, |c| {
             if let Some(days) = backup_retention {
                 c.backup_retention = days;
+            }
+            if let Some(window) = &backup_window {
+                c.backup_window.clone_from(window);
             }
             if let Some(protect) = deletion_protection {
                 c.deletion_protection = protect;
@@ -189,6 +195,17 @@ impl Call<'_> {
             }
             Ok(())
         })?;
+        // Members report their cluster's backup settings.
+        for member in self.rds.state.members_of(self.account(), &id) {
+            let _ = self
+                .rds
+                .state
+                .update_instance(self.account(), &member.id, |i| {
+                    i.backup_retention = updated.backup_retention;
+                    i.backup_window.clone_from(&updated.backup_window);
+                    Ok(())
+                });
+        }
         Ok(self.rds.cluster_xml(&updated))
     }
 

@@ -180,6 +180,7 @@ impl Call<'_> {
             allocated_storage: 1,
             created: self.ctx.time,
             backup_retention: cluster.backup_retention,
+            backup_window: cluster.backup_window.clone(),
             deletion_protection: p.bool("DeletionProtection")?.unwrap_or(false),
             copy_tags_to_snapshot: p
                 .bool("CopyTagsToSnapshot")?
@@ -226,6 +227,7 @@ impl Call<'_> {
                 engine.name()
             )));
         }
+        let (backup_retention, backup_window) = crate::backups::requested_settings(p, false)?;
         let port = self.rds.choose_port(p.int("Port")?)?;
         let resource_id = new_resource_id("db-")?;
         let (storage, key) = self
@@ -249,7 +251,8 @@ impl Call<'_> {
             storage: Some(storage.clone()),
             allocated_storage: allocated,
             created: self.ctx.time,
-            backup_retention: p.int("BackupRetentionPeriod")?.unwrap_or(1),
+            backup_retention,
+            backup_window,
             deletion_protection: p.bool("DeletionProtection")?.unwrap_or(false),
             copy_tags_to_snapshot: p.bool("CopyTagsToSnapshot")?.unwrap_or(false),
             tags: p.tags("Tags"),
@@ -332,10 +335,14 @@ impl Call<'_> {
         }
         let class = p.string("DBInstanceClass").map(str::to_owned);
         let allocated = p.int("AllocatedStorage")?;
-        let backup_retention = p.int("BackupRetentionPeriod")?;
+        let backup_retention = crate::backups::requested_retention(p, false)?;
+        let backup_window = crate::window::requested(p)?;
         let deletion_protection = p.bool("DeletionProtection")?;
         let copy_tags = p.bool("CopyTagsToSnapshot")?;
         let updated = self.rds.state.update_instance(self.account(), &id, |i| {
+            if let Some(window) = &backup_window {
+                i.backup_window.clone_from(window);
+            }
             if let Some(class) = class {
                 i.instance_class = class;
             }

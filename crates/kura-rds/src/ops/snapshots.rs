@@ -537,6 +537,7 @@ impl Call<'_> {
     ) -> RdsResult<String> {
         let (source, id) = self.begin_restore(SnapshotKind::Instance, p, audit)?;
         let engine = Engine::parse(p.string("Engine").unwrap_or(&source.engine))?;
+        let (backup_retention, backup_window) = crate::backups::requested_settings(p, false)?;
         let port = self.rds.choose_port(p.int("Port")?)?;
         let resource_id = new_resource_id("db-")?;
         let (storage, image) = self
@@ -560,7 +561,8 @@ impl Call<'_> {
             storage: Some(storage.clone()),
             allocated_storage: source.allocated_storage,
             created: self.ctx.time,
-            backup_retention: 1,
+            backup_retention,
+            backup_window,
             deletion_protection: p.bool("DeletionProtection")?.unwrap_or(false),
             copy_tags_to_snapshot: p.bool("CopyTagsToSnapshot")?.unwrap_or(false),
             tags: p.tags("Tags"),
@@ -591,6 +593,7 @@ impl Call<'_> {
                 engine.name()
             )));
         }
+        let (backup_retention, backup_window) = crate::backups::requested_settings(p, true)?;
         let port = self.rds.choose_port(p.int("Port")?)?;
         let resource_id = new_resource_id("cluster-")?;
         let kms_key_id = p.string("KmsKeyId").filter(|k| !k.is_empty());
@@ -612,7 +615,8 @@ impl Call<'_> {
             status: status::CREATING.to_owned(),
             storage,
             created: self.ctx.time,
-            backup_retention: 1,
+            backup_retention,
+            backup_window,
             deletion_protection: p.bool("DeletionProtection")?.unwrap_or(false),
             copy_tags_to_snapshot: p.bool("CopyTagsToSnapshot")?.unwrap_or(false),
             tags: p.tags("Tags"),
