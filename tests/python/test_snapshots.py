@@ -414,24 +414,33 @@ def test_a_copy_interrupted_by_kill_9_resumes_after_restart(tmp_path):
         wait_for(instance_status(rds, "pg-kill"), "available")
         port = rds.describe_db_instances(DBInstanceIdentifier="pg-kill")["DBInstances"][0]["Endpoint"]["Port"]
         psql(port, SEED_TABLE)
-        # Enough data (~50 MB) that re-encrypting it takes seconds, so the kill lands mid-copy.
-        psql(port, "CREATE TABLE filler AS SELECT repeat(md5(i::text), 30) AS pad FROM generate_series(1, 50000) i;")
+        # Enough data (~100 MB) that copying it takes a few seconds, so the kill lands mid-copy.
+        psql(port, "CREATE TABLE filler AS SELECT repeat(md5(i::text), 30) AS pad FROM generate_series(1, 100000) i;")
         rds.create_db_snapshot(DBSnapshotIdentifier="pg-kill-snap", DBInstanceIdentifier="pg-kill")
         wait_for(snapshot_status(rds, "pg-kill-snap"), "available")
         rds.modify_db_snapshot_attribute(DBSnapshotIdentifier="pg-kill-snap", AttributeName="restore",
                                          ValuesToAdd=[ACCOUNT_B])
+        rds_b, kms_b = server.client("rds", user="admin_b"), server.client("kms", user="admin_b")
+        key_of_b = kms_b.create_key()["KeyMetadata"]["Arn"]
+        shared_arn = f"arn:aws:rds:{REGION}:{ACCOUNT_A}:snapshot:pg-kill-snap"
+
+        def held():
+            return [g for g in kms.list_grants(KeyId=key_a)["Grants"]
+                    if g["GranteePrincipal"].startswith(f"arn:aws:iam::{ACCOUNT_B}:")]
+        # A copy deleted while it runs gives back at once the grant it held.
+        rds_b.copy_db_snapshot(SourceDBSnapshotIdentifier=shared_arn, TargetDBSnapshotIdentifier="pg-kill-cancelled",
+                               KmsKeyId=key_of_b)
+        assert len(held()) == 1, held()
+        rds_b.delete_db_snapshot(DBSnapshotIdentifier="pg-kill-cancelled")
+        assert held() == []
+
         copy = rds.copy_db_snapshot(SourceDBSnapshotIdentifier="pg-kill-snap", TargetDBSnapshotIdentifier="pg-kill-b",
                                     KmsKeyId=key_b)["DBSnapshot"]
         assert copy["Status"] == "creating"
-        rds_b, kms_b = server.client("rds", user="admin_b"), server.client("kms", user="admin_b")
-        key_of_b = kms_b.create_key()["KeyMetadata"]["Arn"]
-        foreign = rds_b.copy_db_snapshot(
-            SourceDBSnapshotIdentifier=f"arn:aws:rds:{REGION}:{ACCOUNT_A}:snapshot:pg-kill-snap",
-            TargetDBSnapshotIdentifier="pg-kill-in-b", KmsKeyId=key_of_b)["DBSnapshot"]
+        foreign = rds_b.copy_db_snapshot(SourceDBSnapshotIdentifier=shared_arn, TargetDBSnapshotIdentifier="pg-kill-in-b",
+                                         KmsKeyId=key_of_b)["DBSnapshot"]
         assert foreign["Status"] == "creating"
-        held = [g for g in kms.list_grants(KeyId=key_a)["Grants"]
-                if g["GranteePrincipal"].startswith(f"arn:aws:iam::{ACCOUNT_B}:")]
-        assert len(held) == 1, held
+        assert len(held()) == 1, held()
         server.kill9()
         server.start()
         rds, kms = server.client("rds"), server.client("kms")
@@ -440,8 +449,7 @@ def test_a_copy_interrupted_by_kill_9_resumes_after_restart(tmp_path):
         rds_b = server.client("rds", user="admin_b")
         history = wait_for(snapshot_status(rds_b, "pg-kill-in-b"), "available", timeout=180)
         assert "failed" not in history
-        assert [g for g in kms.list_grants(KeyId=key_a)["Grants"]
-                if g["GranteePrincipal"].startswith(f"arn:aws:iam::{ACCOUNT_B}:")] == []
+        assert held() == []
         log = (tmp_path / "data.log").read_text()
         assert "resuming an interrupted snapshot snapshot=pg-kill-b" in log
         assert "resuming an interrupted snapshot snapshot=pg-kill-in-b" in log

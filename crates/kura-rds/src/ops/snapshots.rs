@@ -222,9 +222,18 @@ impl Call<'_> {
                 "Only manual snapshots may be deleted; automated snapshots expire with the backup retention period.".into(),
             ));
         }
+        // A copy still running holds a grant on another account's key; it goes now, not
+        // when the background work ends (a restart in between would forget it).
+        let held = match snapshot.source_grant {
+            Some(_) => self.rds.take_source_grant(&snapshot),
+            None => None,
+        };
         self.rds
             .state
             .remove_snapshot(self.account(), kind, &snapshot.id)?;
+        if let Some(held) = held {
+            self.rds.keys.release_held(self.account(), &held).await;
+        }
         // A snapshot still being made is cancelled: its background work sees the record
         // gone when it ends and discards what it wrote (see `finish_snapshot`).
         if snapshot.status != status::CREATING {
@@ -987,11 +996,32 @@ impl Rds {
         }
     }
 
+    /// Takes the grant a copy holds on its source's key out of the copy's record, so that
+    /// exactly one of the copy's end and its deletion retires it. `None` if the record is
+    /// gone or holds none.
+    pub(crate) fn take_source_grant(
+        &self,
+        snapshot: &SnapshotRecord,
+    ) -> Option<crate::model::HeldGrant> {
+        let mut held = None;
+        let _ = self
+            .state
+            .update_snapshot(&snapshot.account, snapshot.kind, &snapshot.id, |s| {
+                if s.data_id == snapshot.data_id {
+                    held = s.source_grant.take();
+                }
+                Ok(())
+            });
+        held
+    }
+
     /// Ends a snapshot's creation: `available` at 100%, or `failed`. A snapshot deleted
     /// while it was being made is discarded instead.
     async fn finish_snapshot(&self, snapshot: &SnapshotRecord, outcome: RdsResult<Option<String>>) {
-        if let Some(held) = &snapshot.source_grant {
-            self.keys.release_held(&snapshot.account, held).await;
+        if snapshot.source_grant.is_some()
+            && let Some(held) = self.take_source_grant(snapshot)
+        {
+            self.keys.release_held(&snapshot.account, &held).await;
         }
         let succeeded = outcome.is_ok();
         let grant_id = match outcome {
