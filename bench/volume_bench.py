@@ -8,9 +8,11 @@ Needs root, /dev/fuse, the release binary (cargo build --release -p kura), and
 server, creates a KMS key and a volume, and measures, on this machine:
 
 - pgbench (scale 10, 4 clients, -j 2): TPC-B-like and select-only, PGDATA on plain disk,
-  on a kura volume and on gocryptfs, `--reps` times each in rotating order (medians);
-- with --ablation, the same TPC-B run on kura volumes with one lever changed at a time
-  (no writeback cache, 1 FUSE thread, no torn-write journal);
+  on a kura volume mounted as the database service mounts it (no writeback cache) and on
+  gocryptfs, `--reps` times each in rotating order (medians);
+- with --ablation, the same runs on fresh kura volumes with one lever changed at a time
+  (the writeback cache on, as `kura volume mount` has it by default; 1 or 4 FUSE
+  threads; no torn-write journal);
 - fio (`--reps` times each, rotating order): sequential write and read (1 MiB blocks,
   1 GiB file, caches dropped before reads), 4 KiB random writes each followed by
   fdatasync, and buffered 4 KiB random writes;
@@ -36,6 +38,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KURA = os.environ.get("KURA_BIN", str(REPO / "target" / "release" / "kura"))
 PGBENCH_SH = str(REPO / "bench" / "volume_pgbench.sh")
+# The options the database service mounts its volumes with (kura-rds `database_mount`).
+DATABASE_MOUNT = ["--no-writeback-cache"]
 
 
 def sh(*args, **kw):
@@ -258,7 +262,8 @@ def main():
                            "cores": os.cpu_count(), "kernel": os.uname().release},
                "seconds": args.seconds, "reps": args.reps, "loadavg_start": os.getloadavg()}
     kura = Kura(root)
-    vol = KuraVolume(kura, root, "kura")
+    # As the database service mounts its volumes (see `database_mount` in kura-rds).
+    vol = KuraVolume(kura, root, "kura", *DATABASE_MOUNT)
     gc = Gocryptfs(root)
     (root / "plain").mkdir()
     targets = {"plain": root / "plain", "kura": vol.mnt, "gocryptfs": gc.mnt}
@@ -292,9 +297,10 @@ def main():
             # Each on a fresh volume, a fresh default one included, so they compare among themselves.
             print("ablation (fresh kura volumes, one lever changed at a time):", flush=True)
             ablation = []
-            levers = [("kura-default", []), ("kura-no-writeback-cache", ["--no-writeback-cache"]),
-                      ("kura-1-thread", ["--threads", "1"]), ("kura-2-threads", ["--threads", "2"]),
-                      ("kura-8-threads", ["--threads", "8"]), ("kura-no-journal", ["--unsafe-no-journal"])]
+            base = DATABASE_MOUNT
+            levers = [("kura", base), ("kura-writeback-cache", []),
+                      ("kura-1-thread", base + ["--threads", "1"]), ("kura-4-threads", base + ["--threads", "4"]),
+                      ("kura-no-journal", base + ["--unsafe-no-journal"])]
             for rep in range(args.ablation_reps):
                 for name, flags in levers[rep % len(levers):] + levers[:rep % len(levers)]:
                     v = KuraVolume(kura, root, f"{name}-{rep}", *flags)

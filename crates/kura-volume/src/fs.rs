@@ -593,6 +593,20 @@ impl CloexecExt for std::fs::OpenOptions {
     }
 }
 
+/// How the kernel caches an open file. A file opened with `O_SYNC` or `O_DSYNC` (a
+/// database's log, with `wal_sync_method = open_datasync` or InnoDB's `O_DSYNC`) is
+/// written through: every write reaches the volume at once, so a commit is one WRITE
+/// and one FSYNC with nothing to wait for in the kernel's writeback cache (pages under
+/// writeback that the next commit rewrites, and the file-time updates the cache sends
+/// before each FSYNC). Other files keep the page cache across opens.
+fn open_mode(flags: i32) -> FopenFlags {
+    if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    }
+}
+
 fn read_dir_id(dir: &OwnedFd) -> io::Result<[u8; ID_LEN]> {
     let fd = nix::fcntl::openat(
         dir,
@@ -1294,14 +1308,14 @@ impl Filesystem for Fs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let s = &self.shared;
         let result = s
             .cipher()
             .and_then(|_| s.get(ino))
             .and_then(|i| s.ensure_open(&i));
         match result {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(()) => reply.opened(FileHandle(0), open_mode(flags.0)),
             Err(e) => reply.error(e),
         }
     }
@@ -1358,7 +1372,7 @@ impl Filesystem for Fs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -1373,8 +1387,18 @@ impl Filesystem for Fs {
                     file: rw,
                     journal: s.journal(),
                 }
-                .write(st, offset, data)
-            })
+                .write(st, offset, data)?;
+                // The kernel leaves O_SYNC/O_DSYNC to us for files written through
+                // (`open_mode`): the write is answered once it is durable.
+                if flags.0 & libc::O_SYNC == libc::O_SYNC {
+                    rw.sync_all()?;
+                } else if flags.0 & libc::O_DSYNC != 0 {
+                    rw.sync_data()?;
+                }
+                Ok(())
+            })?;
+            // A lock that raced with the write: the caller must not believe it durable.
+            s.cipher().map(|_| ())
         })();
         match result {
             Ok(()) => {
@@ -1567,7 +1591,7 @@ impl Filesystem for Fs {
                 &attr,
                 Generation(0),
                 FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                open_mode(flags),
             ),
             Err(e) => reply.error(e),
         }

@@ -21,7 +21,9 @@ use crate::{VolumeError, sys};
 /// How a volume is served.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
-    /// FUSE worker threads (each handles one request at a time).
+    /// FUSE worker threads (each handles one request at a time). The default is one per
+    /// CPU, at most 4: more threads than CPUs only add context switches (on 2 CPUs, 2
+    /// threads served pgbench's TPC-B-like load about 2% faster than 4).
     pub threads: usize,
     /// Let the kernel cache writes (FUSE writeback cache): a `write()` no longer waits for
     /// the daemon; data reaches the volume on fsync, close, or writeback.
@@ -39,7 +41,7 @@ pub struct MountOptions {
 impl Default for MountOptions {
     fn default() -> Self {
         Self {
-            threads: 4,
+            threads: std::thread::available_parallelism().map_or(4, |n| n.get().min(4)),
             writeback_cache: true,
             attr_ttl: Duration::from_secs(1),
             max_write: 1 << 20,

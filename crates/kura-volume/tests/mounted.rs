@@ -746,3 +746,48 @@ fn copy_into_volume_encrypts_a_plain_tree() {
     assert_eq!(describe(&at), expected);
     mount.unmount().unwrap();
 }
+
+#[test]
+fn files_opened_for_synchronous_writes_are_written_through_and_stay_coherent() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Some(mut f) = Fixture::new() else { return };
+    let cached = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(f.p("wal"))
+        .unwrap();
+    cached.write_all_at(&pattern(64 * 1024, 1), 0).unwrap();
+    let synchronous = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .open(f.p("wal"))
+        .unwrap();
+    // Unaligned writes through the O_DSYNC descriptor, over cached data and past the end.
+    let mut expected = pattern(64 * 1024, 1);
+    for (offset, len, seed) in [
+        (100usize, 5000usize, 2u8),
+        (8192, 8192, 3),
+        (60_000, 10_000, 4),
+    ] {
+        let data = pattern(len, seed);
+        synchronous.write_all_at(&data, offset as u64).unwrap();
+        if expected.len() < offset + len {
+            expected.resize(offset + len, 0);
+        }
+        expected[offset..offset + len].copy_from_slice(&data);
+        // Both descriptors see every write at once.
+        let mut through_cache = vec![0u8; expected.len()];
+        cached.read_exact_at(&mut through_cache, 0).unwrap();
+        assert_eq!(through_cache, expected);
+        let mut direct = vec![0u8; expected.len()];
+        synchronous.read_exact_at(&mut direct, 0).unwrap();
+        assert_eq!(direct, expected);
+    }
+    assert_eq!(cached.metadata().unwrap().len(), expected.len() as u64);
+    drop((cached, synchronous));
+    f.remount();
+    assert_eq!(fs::read(f.p("wal")).unwrap(), expected);
+}

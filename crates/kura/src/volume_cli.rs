@@ -89,9 +89,9 @@ struct MountArgs {
     /// An existing empty directory to mount the plaintext view on.
     #[arg(long)]
     mount_point: PathBuf,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
+    /// FUSE worker threads [default: one per CPU, at most 4].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Send every write() to the volume at once instead of letting the kernel cache writes.
     #[arg(long)]
     no_writeback_cache: bool,
@@ -265,11 +265,12 @@ fn mount(a: MountArgs) -> Result<(), String> {
     if let Err(e) = kura_volume::protect_process_memory() {
         eprintln!("kura volume: warning: could not lock memory against swap: {e}");
     }
+    let defaults = MountOptions::default();
     let options = MountOptions {
-        threads: a.threads.max(1),
+        threads: a.threads.unwrap_or(defaults.threads).max(1),
         writeback_cache: !a.no_writeback_cache,
         journal: !a.unsafe_no_journal,
-        ..MountOptions::default()
+        ..defaults
     };
     let mounted = Arc::new(
         volume
