@@ -177,10 +177,36 @@ impl RecordView {
     }
 }
 
+/// Bytes that a record matching `key = value` must contain, as stored (JSON-escaped):
+/// lines without them are skipped without being parsed, which makes a lookup for a rare
+/// value over a large trail several times faster. `None` where a match need not contain
+/// the value (the user name `root` is derived from the identity's type).
+fn value_needle(key: AttributeKey, value: &str) -> Option<Vec<u8>> {
+    let escaped = || quoted(value).trim_matches('"').as_bytes().to_vec();
+    match key {
+        AttributeKey::ReadOnly => {
+            Some(format!("\"readOnly\":{}", value.to_ascii_lowercase()).into_bytes())
+        }
+        AttributeKey::Username if value == "root" => None,
+        _ if value.is_empty() => None,
+        _ => Some(escaped()),
+    }
+}
+
 /// Runs `query` over `segments` (oldest first, as the writer lists them).
 pub(crate) fn lookup(segments: &[SegmentView], query: &LookupQuery) -> io::Result<LookupPage> {
     let needle = format!("\"recipientAccountId\":{}", quoted(&query.account));
     let finder = memmem::Finder::new(needle.as_bytes());
+    let value_needle = query
+        .attribute
+        .as_ref()
+        .and_then(|(key, value)| value_needle(*key, value));
+    let value_finder = value_needle.as_deref().map(memmem::Finder::new);
+    let finders = Finders {
+        account: finder,
+        value: value_finder,
+        event_time: memmem::Finder::new(b"\"eventTime\":\""),
+    };
     let mut page = LookupPage::default();
     for view in segments.iter().rev() {
         if view.end == 0 {
@@ -194,18 +220,38 @@ pub(crate) fn lookup(segments: &[SegmentView], query: &LookupQuery) -> io::Resul
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         }
-        if scan_segment(&data, query, &finder, &mut page) {
+        if scan_segment(&data, query, &finders, &mut page) {
             break;
         }
     }
     Ok(page)
 }
 
+/// Byte searches that rule lines out before they are parsed.
+struct Finders<'a> {
+    /// The account's `recipientAccountId` member.
+    account: memmem::Finder<'a>,
+    /// The filter's value (see [`value_needle`]).
+    value: Option<memmem::Finder<'a>>,
+    /// The `eventTime` member, to read a skipped line's time without parsing it.
+    event_time: memmem::Finder<'a>,
+}
+
+/// A record's `eventTime` in milliseconds, read from its bytes (the member's value is a
+/// plain `YYYY-MM-DDTHH:MM:SSZ` string).
+fn event_time(record: &[u8], finder: &memmem::Finder<'_>) -> Option<i64> {
+    let at = finder.find(record)? + finder.needle().len();
+    let rest = record.get(at..)?;
+    let end = memchr::memchr(b'"', rest)?;
+    let text = std::str::from_utf8(rest.get(..end)?).ok()?;
+    kura_types::Timestamp::parse_iso8601(text).map(|t| t.millis())
+}
+
 /// Scans one segment newest first; returns true when the lookup is complete.
 fn scan_segment(
     data: &[u8],
     query: &LookupQuery,
-    finder: &memmem::Finder<'_>,
+    finders: &Finders<'_>,
     page: &mut LookupPage,
 ) -> bool {
     let mut end = data.len();
@@ -222,7 +268,21 @@ fn scan_segment(
         if query.before_seq.is_some_and(|before| line.seq >= before) {
             continue;
         }
-        if finder.find(line.record).is_none() {
+        if finders.account.find(line.record).is_none() {
+            continue;
+        }
+        if finders
+            .value
+            .as_ref()
+            .is_some_and(|value| value.find(line.record).is_none())
+        {
+            // Not a match; but it may still be old enough to end the scan.
+            if let Some(start_millis) = query.start_millis
+                && event_time(line.record, &finders.event_time)
+                    .is_some_and(|time| time < start_millis.saturating_sub(TIME_SLACK_MILLIS))
+            {
+                return true;
+            }
             continue;
         }
         let Ok(record) = serde_json::from_slice::<RecordView>(line.record) else {
@@ -287,4 +347,38 @@ fn scan_segment(
 
 fn quoted(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| format!("\"{text}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_match_always_contains_its_needle() {
+        let needle =
+            |key, value| value_needle(key, value).map(|n| String::from_utf8_lossy(&n).into_owned());
+        assert_eq!(
+            needle(AttributeKey::EventName, "CreateKey").as_deref(),
+            Some("CreateKey")
+        );
+        assert_eq!(
+            needle(AttributeKey::ReadOnly, "TRUE").as_deref(),
+            Some("\"readOnly\":true")
+        );
+        // stored JSON escapes quotes and backslashes
+        assert_eq!(
+            needle(AttributeKey::Username, "a\"b\\c").as_deref(),
+            Some("a\\\"b\\\\c")
+        );
+        // `root` is derived from the identity's type, not stored as a name
+        assert_eq!(needle(AttributeKey::Username, "root"), None);
+        assert_eq!(needle(AttributeKey::ResourceName, ""), None);
+        let record = br#"{"eventTime":"2026-12-04T10:00:00Z","eventName":"Encrypt"}"#;
+        let finder = memmem::Finder::new(b"\"eventTime\":\"");
+        assert_eq!(
+            event_time(record, &finder),
+            kura_types::Timestamp::parse_iso8601("2026-12-04T10:00:00Z").map(|t| t.millis())
+        );
+        assert_eq!(event_time(b"{}", &finder), None);
+    }
 }
