@@ -2,8 +2,8 @@
 //!
 //! There is no separate index: segments are read newest first and their lines scanned
 //! backwards. A byte search for the account's `"recipientAccountId":"…"` member skips
-//! other accounts' records without parsing them; matching lines are parsed and filtered
-//! exactly. The newest events (what LookupEvents is used for) are found in the newest
+//! other accounts' records without parsing them, and one for the filter's value skips
+//! records that cannot match; the remaining lines are parsed and filtered exactly. The newest events (what LookupEvents is used for) are found in the newest
 //! segment, so a typical lookup reads one segment from the page cache. A lookup for a
 //! rare value over a large trail reads every segment (see docs/audit.md).
 
