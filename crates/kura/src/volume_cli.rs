@@ -92,7 +92,9 @@ struct MountArgs {
     /// FUSE worker threads [default: one per CPU, at most 4].
     #[arg(long)]
     threads: Option<usize>,
-    /// Send every write() to the volume at once instead of letting the kernel cache writes.
+    /// Send every write() to the volume at once instead of letting the kernel cache
+    /// writes. Recommended for databases (faster commits, slower bulk loads; the managed
+    /// databases mount this way).
     #[arg(long)]
     no_writeback_cache: bool,
     /// Control socket [default: /run/kura/volumes/<volume-id>.sock].
