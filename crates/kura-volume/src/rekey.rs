@@ -77,11 +77,11 @@ pub fn copy_into_volume(
             (backing_dir.join(DATA_DIR), Some(cipher(key)?))
         }
     };
-    let source = Tree {
+    let source = SourceTree {
         cipher: source_cipher.as_ref(),
     };
     let total = source.plaintext_bytes(&source_root)?;
-    let mut copy = Copy {
+    let mut copy = TreeCopy {
         source,
         target: &target_cipher,
         linked: HashMap::new(),
@@ -115,7 +115,7 @@ fn content_error(path: &Path) -> impl Fn(ContentError) -> VolumeError {
 }
 
 /// The source side: plain, or encrypted under `cipher`.
-struct Tree<'a> {
+struct SourceTree<'a> {
     cipher: Option<&'a VolumeCipher>,
 }
 
@@ -126,7 +126,7 @@ struct SourceEntry {
     meta: fs::Metadata,
 }
 
-impl Tree<'_> {
+impl SourceTree<'_> {
     /// The entries of `dir` with their plaintext names, sorted by name.
     fn entries(&self, dir: &Path) -> Result<Vec<SourceEntry>, VolumeError> {
         let dir_id = match self.cipher {
@@ -222,8 +222,8 @@ impl Tree<'_> {
 }
 
 /// The copy in progress.
-struct Copy<'a> {
-    source: Tree<'a>,
+struct TreeCopy<'a> {
+    source: SourceTree<'a>,
     target: &'a VolumeCipher,
     /// Source files with several links: (device, inode) → the first target path.
     linked: HashMap<(u64, u64), PathBuf>,
@@ -232,7 +232,7 @@ struct Copy<'a> {
     progress: &'a mut dyn FnMut(u64, u64),
 }
 
-impl Copy<'_> {
+impl TreeCopy<'_> {
     /// Copies the entries of source directory `from` into target directory `to`.
     fn directory(
         &mut self,
