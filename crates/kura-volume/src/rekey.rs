@@ -80,16 +80,19 @@ pub fn copy_into_volume(
     let source = SourceTree {
         cipher: source_cipher.as_ref(),
     };
-    let total = source.plaintext_bytes(&source_root)?;
+    let mut survey = Survey::default();
+    source.survey(&source_root, &mut Vec::new(), &mut survey)?;
+    let target_root = target.backing_dir().join(DATA_DIR);
     let mut copy = TreeCopy {
         source,
         target: &target_cipher,
+        target_root: target_root.clone(),
+        names_of: survey.names_of,
         linked: HashMap::new(),
         done: 0,
-        total,
+        total: survey.bytes,
         progress,
     };
-    let target_root = target.backing_dir().join(DATA_DIR);
     let root_id = read_dir_id(&target_root)?;
     copy.directory(&source_root, &target_root, &root_id)
 }
@@ -185,19 +188,29 @@ impl SourceTree<'_> {
             .map_err(|_| corrupt(&entry.path()))
     }
 
-    /// The plaintext bytes of the regular files under `dir`.
-    fn plaintext_bytes(&self, dir: &Path) -> Result<u64, VolumeError> {
-        let mut total = 0;
+    /// Adds what is under `dir` (plaintext path `at` from the root) to `survey`.
+    fn survey(
+        &self,
+        dir: &Path,
+        at: &mut Vec<Vec<u8>>,
+        survey: &mut Survey,
+    ) -> Result<(), VolumeError> {
         for entry in self.entries(dir)? {
+            at.push(entry.name.clone());
             if entry.meta.is_dir() {
-                total += self.plaintext_bytes(&entry.path)?;
+                self.survey(&entry.path, at, survey)?;
             } else if entry.meta.is_file() {
-                total += self
+                survey.bytes += self
                     .file_size(&entry.meta)
                     .map_err(|_| corrupt(&entry.path))?;
+                if entry.meta.nlink() > 1 {
+                    let inode = (entry.meta.dev(), entry.meta.ino());
+                    survey.names_of.entry(inode).or_default().push(at.clone());
+                }
             }
+            at.pop();
         }
-        Ok(total)
+        Ok(())
     }
 
     fn file_size(&self, meta: &fs::Metadata) -> Result<u64, format::Corrupt> {
@@ -221,11 +234,23 @@ impl SourceTree<'_> {
     }
 }
 
+/// What a first walk of the source finds.
+#[derive(Default)]
+struct Survey {
+    /// Plaintext bytes in regular files.
+    bytes: u64,
+    /// Files with several links: (device, inode) → their plaintext paths.
+    names_of: HashMap<(u64, u64), Vec<Vec<Vec<u8>>>>,
+}
+
 /// The copy in progress.
 struct TreeCopy<'a> {
     source: SourceTree<'a>,
     target: &'a VolumeCipher,
-    /// Source files with several links: (device, inode) → the first target path.
+    target_root: PathBuf,
+    /// Files with several links: (device, inode) → their plaintext paths.
+    names_of: HashMap<(u64, u64), Vec<Vec<Vec<u8>>>>,
+    /// Files with several links: (device, inode) → a complete target path.
     linked: HashMap<(u64, u64), PathBuf>,
     done: u64,
     total: u64,
@@ -300,9 +325,9 @@ impl TreeCopy<'_> {
             return Ok(());
         }
         if entry.meta.nlink() > 1
-            && let Some(first) = self.linked.get(&inode)
+            && let Some(first) = self.complete_link(inode)
         {
-            fs::hard_link(first, target).map_err(io_error(target, "linking"))?;
+            fs::hard_link(&first, target).map_err(io_error(target, "linking"))?;
             self.advance(size);
             return Ok(());
         }
@@ -323,6 +348,36 @@ impl TreeCopy<'_> {
             self.linked.insert(inode, target.to_owned());
         }
         Ok(())
+    }
+
+    /// A complete target file for another name of the source file `inode`: one made in
+    /// this call, or, after an interruption, one an earlier call made under any of its
+    /// names (so that a resumed copy keeps the names linked).
+    fn complete_link(&mut self, inode: (u64, u64)) -> Option<PathBuf> {
+        if let Some(first) = self.linked.get(&inode) {
+            return Some(first.clone());
+        }
+        let found = self
+            .names_of
+            .get(&inode)?
+            .iter()
+            .find_map(|names| self.target_path(names))?;
+        self.linked.insert(inode, found.clone());
+        Some(found)
+    }
+
+    /// The target path of the plaintext path `names`, if it exists as a regular file.
+    fn target_path(&self, names: &[Vec<u8>]) -> Option<PathBuf> {
+        let mut path = self.target_root.clone();
+        for name in names {
+            let id = read_dir_id(&path).ok()?;
+            let encoded = names::encode(self.target, &id, name).ok()?;
+            path.push(encoded.entry());
+        }
+        fs::symlink_metadata(&path)
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .map(|_| path)
     }
 
     /// Writes the plaintext of `from` (`size` bytes) into the empty target `file`.

@@ -673,24 +673,31 @@ fn copy_into_volume_reencrypts_every_file_and_resumes() {
     let source_blocks = blocks(&f.backing.join("data"));
     assert!(blocks(&target.backing_dir().join("data")).is_disjoint(&source_blocks));
 
-    // Interrupted copies: drop a directory and a file from the target, leave a
-    // half-written temporary, and copy again.
+    // Interrupted copies: drop from the target an empty directory, a file, and one name
+    // of the hard-linked file (the one the copy meets first, so the other name is the
+    // complete one), leave a half-written temporary, and copy again.
     let data = target.backing_dir().join("data");
-    let mut removed = 0;
-    for entry in fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()) {
-        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if entry.is_dir() && removed & 1 == 0 {
-            fs::remove_dir_all(&entry).unwrap();
-            removed |= 1;
-        } else if entry.is_file() && removed & 2 == 0 {
-            fs::remove_file(&entry).unwrap();
-            removed |= 2;
-        }
-    }
-    assert_eq!(removed, 3);
+    let top: Vec<(PathBuf, fs::Metadata)> = fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| (p.clone(), fs::symlink_metadata(&p).unwrap()))
+        .collect();
+    let empty_dir = top
+        .iter()
+        .find(|(p, m)| m.is_dir() && fs::read_dir(p).unwrap().count() == 1)
+        .unwrap();
+    let linked = top
+        .iter()
+        .find(|(_, m)| m.is_file() && m.nlink() == 2)
+        .unwrap();
+    let plain = top
+        .iter()
+        .find(|(_, m)| m.is_file() && m.nlink() == 1 && m.len() > 4096)
+        .unwrap();
+    fs::remove_dir_all(&empty_dir.0).unwrap();
+    fs::remove_file(&linked.0).unwrap();
+    fs::remove_file(&plain.0).unwrap();
     fs::write(data.join(".kura-tmp.interrupted"), b"half").unwrap();
     copy(&mut |_, _| {}).unwrap();
     assert!(!data.join(".kura-tmp.interrupted").exists());
