@@ -3,7 +3,8 @@
 //!
 //! Owns: the on-disk format (file header, encrypted 4 KiB blocks, encrypted names — see
 //! `docs/volume-crypto.md`), the FUSE file system, lock/unlock, freeze/thaw, the torn-write
-//! journal and the control socket. Must not: call the KMS. The caller (the `kura volume`
+//! journal, the control socket, and copying a tree into a volume under another key
+//! without mounting ([`copy_into_volume`]). Must not: call the KMS. The caller (the `kura volume`
 //! command, the database service) asks the KMS for the volume key and hands the plaintext
 //! to [`Volume::mount`]; this crate keeps it only in memory, derives its keys from it and
 //! drops them on [`MountedVolume::lock`] and on unmount.
