@@ -171,6 +171,8 @@ pub(crate) struct InstanceRecord {
     pub storage: Option<StorageRecord>,
     pub allocated_storage: i64,
     pub created: Timestamp,
+    /// Backup settings of a standalone instance; an Aurora member shows (and is backed
+    /// up with) its cluster's, and keeps here the values it was created with.
     pub backup_retention: i64,
     /// `PreferredBackupWindow`, checked by [`crate::window::BackupWindow::parse`].
     #[serde(default = "default_backup_window")]

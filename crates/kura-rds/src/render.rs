@@ -88,13 +88,20 @@ pub(crate) fn cluster(
     });
 }
 
-/// `storage` is the instance's own storage, or its cluster's.
+/// What an Aurora member shows of its cluster, and a standalone instance of its own.
+pub(crate) struct Inherited<'a> {
+    pub storage: &'a StorageRecord,
+    pub backup_retention: i64,
+    pub backup_window: &'a str,
+}
+
 pub(crate) fn instance(
     w: &mut XmlWriter,
     i: &InstanceRecord,
-    storage: &StorageRecord,
+    inherited: &Inherited<'_>,
     host: &EndpointHost<'_>,
 ) {
+    let storage = inherited.storage;
     w.element("DBInstance", |w| {
         w.leaf("DBInstanceIdentifier", &i.id);
         w.leaf("DBInstanceClass", &i.instance_class);
@@ -111,8 +118,11 @@ pub(crate) fn instance(
         }
         w.leaf("AllocatedStorage", &i.allocated_storage.to_string());
         w.leaf("InstanceCreateTime", &i.created.iso8601_millis());
-        w.leaf("PreferredBackupWindow", &i.backup_window);
-        w.leaf("BackupRetentionPeriod", &i.backup_retention.to_string());
+        w.leaf("PreferredBackupWindow", inherited.backup_window);
+        w.leaf(
+            "BackupRetentionPeriod",
+            &inherited.backup_retention.to_string(),
+        );
         w.element("DBSecurityGroups", |_| {});
         w.element("VpcSecurityGroups", |_| {});
         w.element("DBParameterGroups", |w| {

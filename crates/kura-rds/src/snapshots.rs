@@ -182,8 +182,10 @@ fn boot_id() -> Option<String> {
 
 /// True if `dir` is a volume an interrupted copy left in this boot of the machine.
 fn resumable(dir: &Path) -> bool {
-    let marker = std::fs::read_to_string(dir.join(COPY_MARKER)).ok();
-    marker.is_some() && marker.map(|m| m.trim().to_owned()) == boot_id()
+    match (std::fs::read_to_string(dir.join(COPY_MARKER)), boot_id()) {
+        (Ok(marker), Some(boot)) => marker.trim() == boot,
+        _ => false,
+    }
 }
 
 /// The target volume of a copy: the one an interrupted copy left, if it can be resumed

@@ -23,6 +23,12 @@ pub(crate) struct BackupWindow {
 }
 
 impl BackupWindow {
+    /// [`DEFAULT_BACKUP_WINDOW`], parsed.
+    const DEFAULT: Self = Self {
+        start: 3 * 60,
+        minutes: 30,
+    };
+
     /// Parses and checks a `PreferredBackupWindow` as AWS does.
     pub fn parse(text: &str) -> RdsResult<Self> {
         let invalid = || {
@@ -51,10 +57,7 @@ impl BackupWindow {
     /// A stored window; the default one if it cannot be read (never the case for a
     /// window that went through [`Self::parse`]).
     pub fn stored(text: &str) -> Self {
-        Self::parse(text).unwrap_or(Self {
-            start: 3 * 60,
-            minutes: 30,
-        })
+        Self::parse(text).unwrap_or(Self::DEFAULT)
     }
 
     /// True if the window shares a minute with `[start, start + minutes)` (both daily).
@@ -131,9 +134,10 @@ mod tests {
         assert!(BackupWindow::parse("04:30-05:00").is_ok());
         assert!(BackupWindow::parse("05:30-06:00").is_ok());
         assert_eq!(
-            BackupWindow::stored(DEFAULT_BACKUP_WINDOW),
-            BackupWindow::parse(DEFAULT_BACKUP_WINDOW).unwrap()
+            BackupWindow::parse(DEFAULT_BACKUP_WINDOW).unwrap(),
+            BackupWindow::DEFAULT
         );
+        assert_eq!(BackupWindow::stored("garbage"), BackupWindow::DEFAULT);
     }
 
     #[test]

@@ -283,7 +283,7 @@ impl TreeCopy<'_> {
                 keep_owner_mode_and_time(&entry.meta, &target)?;
             } else if kind.is_symlink() {
                 if fs::symlink_metadata(&target).is_err() {
-                    self.symlink(&entry, &target)?;
+                    self.symlink(&entry, to, &target)?;
                 }
             } else if kind.is_file() {
                 self.file(&entry, to, &target)?;
@@ -295,16 +295,19 @@ impl TreeCopy<'_> {
         Ok(())
     }
 
-    fn symlink(&self, entry: &SourceEntry, target: &Path) -> Result<(), VolumeError> {
+    /// Copies one symbolic link: under a temporary name, renamed into place when owned.
+    fn symlink(&self, entry: &SourceEntry, dir: &Path, target: &Path) -> Result<(), VolumeError> {
         let plain = self.source.link_target(&entry.path)?;
         let sealed = self
             .target
             .encrypt_link(&plain)
             .map_err(|_| VolumeError::Crypto)?;
-        std::os::unix::fs::symlink(URL_SAFE_NO_PAD.encode(sealed), target)
-            .map_err(io_error(target, "creating"))?;
-        std::os::unix::fs::lchown(target, Some(entry.meta.uid()), Some(entry.meta.gid()))
-            .map_err(io_error(target, "setting the owner of"))
+        let temporary = temporary_in(dir);
+        std::os::unix::fs::symlink(URL_SAFE_NO_PAD.encode(sealed), &temporary)
+            .map_err(io_error(&temporary, "creating"))?;
+        std::os::unix::fs::lchown(&temporary, Some(entry.meta.uid()), Some(entry.meta.gid()))
+            .map_err(io_error(&temporary, "setting the owner of"))?;
+        fs::rename(&temporary, target).map_err(io_error(target, "renaming into"))
     }
 
     /// Copies one regular file: under a temporary name, renamed into place when complete.
@@ -316,11 +319,6 @@ impl TreeCopy<'_> {
         let inode = (entry.meta.dev(), entry.meta.ino());
         if fs::symlink_metadata(target).is_ok() {
             // Complete from an earlier, interrupted copy.
-            if entry.meta.nlink() > 1 {
-                self.linked
-                    .entry(inode)
-                    .or_insert_with(|| target.to_owned());
-            }
             self.advance(size);
             return Ok(());
         }
@@ -331,7 +329,7 @@ impl TreeCopy<'_> {
             self.advance(size);
             return Ok(());
         }
-        let temporary = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let temporary = temporary_in(dir);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -486,7 +484,7 @@ fn is_empty_but_internal(dir: &Path) -> bool {
 /// Creates `target` in `parent` with a fresh id, under a temporary name first so that an
 /// interruption never leaves a directory without its id.
 fn create_dir(parent: &Path, target: &Path) -> Result<[u8; ID_LEN], VolumeError> {
-    let temporary = parent.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+    let temporary = temporary_in(parent);
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&temporary)
@@ -496,6 +494,11 @@ fn create_dir(parent: &Path, target: &Path) -> Result<[u8; ID_LEN], VolumeError>
     write_new(&temporary.join(names::DIR_ID_FILE), &id, 0o644)?;
     fs::rename(&temporary, target).map_err(io_error(target, "renaming into"))?;
     Ok(id)
+}
+
+/// A fresh temporary name in `dir` (removed by [`remove_temporaries`] if left behind).
+fn temporary_in(dir: &Path) -> PathBuf {
+    dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()))
 }
 
 /// Removes what an interrupted copy left under temporary names in `dir`.

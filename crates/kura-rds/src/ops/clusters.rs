@@ -195,17 +195,6 @@ impl Call<'_> {
             }
             Ok(())
         })?;
-        // Members report their cluster's backup settings.
-        for member in self.rds.state.members_of(self.account(), &id) {
-            let _ = self
-                .rds
-                .state
-                .update_instance(self.account(), &member.id, |i| {
-                    i.backup_retention = updated.backup_retention;
-                    i.backup_window.clone_from(&updated.backup_window);
-                    Ok(())
-                });
-        }
         Ok(self.rds.cluster_xml(&updated))
     }
 

@@ -194,7 +194,7 @@ impl Call<'_> {
             id: cluster.id.clone(),
         };
         tokio::spawn(async move { rds.join_cluster(unit).await });
-        Ok(self.rds.instance_xml(&record, &cluster.storage))
+        Ok(self.rds.instance_xml(&record))
     }
 
     async fn create_standalone(
@@ -271,7 +271,7 @@ impl Call<'_> {
             id,
         };
         spawn_provision(self.rds.clone(), unit, spec, master.password, key, true);
-        Ok(self.rds.instance_xml(&record, &storage))
+        Ok(self.rds.instance_xml(&record))
     }
 
     pub fn describe_db_instances(&self, p: &Params<'_>) -> RdsResult<String> {
@@ -360,9 +360,7 @@ impl Call<'_> {
             }
             Ok(())
         })?;
-        Ok(self
-            .rds
-            .instance_xml(&updated, &self.rds.storage_of(&updated)))
+        Ok(self.rds.instance_xml(&updated))
     }
 
     pub async fn delete_db_instance(
@@ -420,7 +418,7 @@ impl Call<'_> {
                 });
             }
         }
-        Ok(self.rds.instance_xml(&deleting, &storage))
+        Ok(self.rds.instance_xml(&deleting))
     }
 
     pub async fn reboot_db_instance(
@@ -452,14 +450,10 @@ impl Call<'_> {
                 tracing::warn!(%error, "reboot: start failed");
             }
         });
-        let storage = self.rds.storage_of(&instance);
-        Ok(self.rds.instance_xml(
-            &InstanceRecord {
-                status: status::REBOOTING.to_owned(),
-                ..instance
-            },
-            &storage,
-        ))
+        Ok(self.rds.instance_xml(&InstanceRecord {
+            status: status::REBOOTING.to_owned(),
+            ..instance
+        }))
     }
 
     pub async fn stop_db_instance(
@@ -485,14 +479,10 @@ impl Call<'_> {
         let rds = self.rds.clone();
         let resource_id = instance.resource_id.clone();
         tokio::spawn(async move { rds.stop_unit(unit, resource_id).await });
-        let storage = self.rds.storage_of(&instance);
-        Ok(self.rds.instance_xml(
-            &InstanceRecord {
-                status: status::STOPPING.to_owned(),
-                ..instance
-            },
-            &storage,
-        ))
+        Ok(self.rds.instance_xml(&InstanceRecord {
+            status: status::STOPPING.to_owned(),
+            ..instance
+        }))
     }
 
     pub async fn start_db_instance(
@@ -519,13 +509,10 @@ impl Call<'_> {
         self.rds
             .start_unit_checked(&self.rds.unit_of(&instance), &storage)
             .await?;
-        Ok(self.rds.instance_xml(
-            &InstanceRecord {
-                status: status::STARTING.to_owned(),
-                ..instance
-            },
-            &storage,
-        ))
+        Ok(self.rds.instance_xml(&InstanceRecord {
+            status: status::STARTING.to_owned(),
+            ..instance
+        }))
     }
 
     fn existing_instance(&self, id: &str, audit: &mut AuditDetails) -> RdsResult<InstanceRecord> {
@@ -540,27 +527,36 @@ impl Call<'_> {
 }
 
 impl Rds {
-    pub(crate) fn instance_xml(
-        &self,
-        instance: &InstanceRecord,
-        storage: &StorageRecord,
-    ) -> String {
+    pub(crate) fn instance_xml(&self, instance: &InstanceRecord) -> String {
         let mut w = XmlWriter::new();
-        render::instance(
-            &mut w,
-            instance,
-            storage,
-            &EndpointHost(&self.settings.endpoint_host),
-        );
+        self.render_instance(&mut w, instance);
         w.finish()
     }
 
+    /// Renders an instance; an Aurora member shows its cluster's storage and backup
+    /// settings, which belong to the cluster.
     pub(crate) fn render_instance(&self, w: &mut XmlWriter, instance: &InstanceRecord) {
+        let cluster = instance
+            .cluster
+            .as_ref()
+            .and_then(|id| self.state.cluster(&instance.account, id));
         let storage = self.storage_of(instance);
+        let inherited = match &cluster {
+            Some(c) => render::Inherited {
+                storage: &storage,
+                backup_retention: c.backup_retention,
+                backup_window: &c.backup_window,
+            },
+            None => render::Inherited {
+                storage: &storage,
+                backup_retention: instance.backup_retention,
+                backup_window: &instance.backup_window,
+            },
+        };
         render::instance(
             w,
             instance,
-            &storage,
+            &inherited,
             &EndpointHost(&self.settings.endpoint_host),
         );
     }

@@ -585,7 +585,7 @@ impl Call<'_> {
             source,
             image,
         );
-        Ok(self.rds.instance_xml(&record, &storage))
+        Ok(self.rds.instance_xml(&record))
     }
 
     pub async fn restore_cluster_from_snapshot(
