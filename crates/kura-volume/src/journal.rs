@@ -203,10 +203,18 @@ impl Journal {
         head.extend_from_slice(&mac);
 
         let slot = self.take_slot()?;
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + copies.len());
-        parts.push(&head);
+        // The record goes in with its magic zeroed, and the magic follows in a write of
+        // its own. A SIGKILL can stop a long write between pages, leaving a prefix of it:
+        // a complete header in front of block copies that are half this record's and
+        // half the previous one's (stale, yet authentic blocks of the same file). Only a
+        // record whose every byte landed carries the magic.
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 + copies.len());
+        parts.push(&[0u8; MAGIC.len()]);
+        parts.push(head.get(MAGIC.len()..).unwrap_or_default());
         parts.extend(copies.iter().map(|c| c.stored));
-        if let Err(e) = crate::sys::pwrite_all_vectored(&slot.file, &parts, 0) {
+        let written = crate::sys::pwrite_all_vectored(&slot.file, &parts, 0)
+            .and_then(|()| slot.file.write_all_at(MAGIC, 0));
+        if let Err(e) = written {
             // The slot may now hold a partial record: discard the slot rather than reuse it.
             drop(slot);
             return Err(e);
@@ -236,6 +244,9 @@ impl Journal {
                 Parsed::Empty => {}
                 Parsed::Invalid => {
                     tracing::warn!(slot = %slot.display(), "ignoring an unauthenticated journal record");
+                }
+                Parsed::Record(record) if !copies_authenticate(cipher, &record) => {
+                    tracing::warn!(slot = %slot.display(), "ignoring a journal record with damaged block copies");
                 }
                 Parsed::Record(record) => {
                     if replay(data_root, &record)? {
@@ -326,6 +337,27 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether every block copy in `record` is a whole, authentic block of its file at its
+/// position: replaying anything else would turn an interrupted write into a damaged file.
+fn copies_authenticate(cipher: &VolumeCipher, record: &ParsedRecord<'_>) -> bool {
+    let mut plain = vec![0u8; format::BLOCK as usize];
+    record.runs.iter().all(|run| {
+        run.stored
+            .chunks(format::STORED as usize)
+            .zip(run.first_block..)
+            .all(|(stored, block)| {
+                let Some(len) = stored.len().checked_sub(format::OVERHEAD as usize) else {
+                    return false;
+                };
+                plain.get_mut(..len).is_some_and(|out| {
+                    cipher
+                        .open_block(&record.file_id, block, stored, out)
+                        .is_ok()
+                })
+            })
+    })
+}
+
 fn replay(data_root: &Path, record: &ParsedRecord<'_>) -> io::Result<bool> {
     use std::os::unix::ffi::OsStrExt as _;
     let rel = Path::new(std::ffi::OsStr::from_bytes(record.path));
@@ -371,41 +403,62 @@ mod tests {
     use super::*;
     use kura_crypto::SecretBytes;
 
-    #[test]
-    fn a_record_is_cleared_when_the_write_completes_and_replayed_when_it_did_not() {
+    const ID: [u8; ID_LEN] = [7u8; ID_LEN];
+
+    fn cipher_for(key: u8) -> VolumeCipher {
+        VolumeCipher::new(&SecretBytes::copy_from(&[key; 32])).unwrap()
+    }
+
+    /// Block 0 of file `ID` holding 100 bytes of `fill`, as stored.
+    fn sealed(cipher: &VolumeCipher, fill: u8) -> Vec<u8> {
+        let mut nonces = cipher.reserve_nonces(1).unwrap();
+        let mut stored = vec![0u8; 100 + format::OVERHEAD as usize];
+        cipher
+            .seal_block(&mut nonces, &ID, 0, &[fill; 100], &mut stored)
+            .unwrap();
+        stored
+    }
+
+    /// A data root holding file `f` (id `ID`) whose block 0 is `old`, and a journal.
+    fn volume_with_file(old: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf, File) {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let jdir = tmp.path().join("journal");
         fs::create_dir_all(&data).unwrap();
-        let cipher = VolumeCipher::new(&SecretBytes::copy_from(&[1u8; 32])).unwrap();
-        let journal = Journal::open(&jdir, &data).unwrap();
-        let path = data.join("f");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
+            .open(data.join("f"))
             .unwrap();
-        let id = [7u8; 16];
-        file.write_all_at(&FileHeader { id }.encode(), 0).unwrap();
-        let old = vec![0xaau8; 100];
-        file.write_all_at(&old, HEADER_LEN).unwrap();
-        let new = vec![0xbbu8; 100];
+        file.write_all_at(&FileHeader { id: ID }.encode(), 0)
+            .unwrap();
+        file.write_all_at(old, HEADER_LEN).unwrap();
+        (tmp, data, jdir, file)
+    }
+
+    fn block0(file: &File, len: usize) -> Vec<u8> {
+        let mut now = vec![0u8; len];
+        file.read_exact_at(&mut now, HEADER_LEN).unwrap();
+        now
+    }
+
+    #[test]
+    fn a_record_is_cleared_when_the_write_completes_and_replayed_when_it_did_not() {
+        let cipher = cipher_for(1);
+        let old = sealed(&cipher, 0xaa);
+        let (_tmp, data, jdir, file) = volume_with_file(&old);
+        let end = HEADER_LEN + old.len() as u64;
+        let journal = Journal::open(&jdir, &data).unwrap();
+        let new = sealed(&cipher, 0xbb);
         let run = Run {
             first_block: 0,
             stored: &new,
         };
         {
             let record = journal
-                .record(
-                    &cipher,
-                    &file,
-                    &id,
-                    &[run],
-                    HEADER_LEN + 100,
-                    HEADER_LEN + 100,
-                )
+                .record(&cipher, &file, &ID, &[run], end, end)
                 .unwrap();
             assert!(record.is_some());
             // completed: dropped -> cleared
@@ -414,81 +467,96 @@ mod tests {
 
         let journal = Journal::open(&jdir, &data).unwrap();
         let record = journal
-            .record(
-                &cipher,
-                &file,
-                &id,
-                &[run],
-                HEADER_LEN + 100,
-                HEADER_LEN + 100,
-            )
+            .record(&cipher, &file, &ID, &[run], end, end)
             .unwrap();
         // "kill -9" in the middle of the in-place write: half of it landed.
         file.write_all_at(&new[..50], HEADER_LEN).unwrap();
         std::mem::forget(record);
         // plus a torn append past the old end, which the replay cuts off
-        file.write_all_at(&[1u8; 10], HEADER_LEN + 100).unwrap();
-        // a record under another key is ignored
+        file.write_all_at(&[1u8; 10], end).unwrap();
         assert_eq!(Journal::recover(&jdir, &data, &cipher).unwrap(), 1);
-        let mut now = vec![0u8; 100];
-        file.read_exact_at(&mut now, HEADER_LEN).unwrap();
-        assert_eq!(now, new);
-        assert_eq!(file.metadata().unwrap().len(), HEADER_LEN + 100);
+        assert_eq!(block0(&file, new.len()), new);
+        assert_eq!(file.metadata().unwrap().len(), end);
         // slots are gone after recovery
         assert_eq!(fs::read_dir(&jdir).unwrap().count(), 0);
     }
 
     #[test]
     fn records_under_another_key_or_for_another_file_are_not_replayed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let jdir = tmp.path().join("journal");
-        fs::create_dir_all(&data).unwrap();
-        let cipher = VolumeCipher::new(&SecretBytes::copy_from(&[1u8; 32])).unwrap();
-        let other = VolumeCipher::new(&SecretBytes::copy_from(&[2u8; 32])).unwrap();
+        let cipher = cipher_for(1);
+        let other = cipher_for(2);
+        let old = sealed(&cipher, 0xaa);
+        let (_tmp, data, jdir, file) = volume_with_file(&old);
+        let end = HEADER_LEN + old.len() as u64;
         let journal = Journal::open(&jdir, &data).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(data.join("f"))
-            .unwrap();
-        file.write_all_at(&FileHeader { id: [7u8; 16] }.encode(), 0)
-            .unwrap();
-        file.write_all_at(&[0xaau8; 10], HEADER_LEN).unwrap();
-        let new = [0xbbu8; 10];
+        let new = sealed(&cipher, 0xbb);
         let run = Run {
             first_block: 0,
             stored: &new,
         };
         std::mem::forget(
             journal
-                .record(
-                    &other,
-                    &file,
-                    &[7u8; 16],
-                    &[run],
-                    HEADER_LEN + 10,
-                    HEADER_LEN + 10,
-                )
+                .record(&other, &file, &ID, &[run], end, end)
                 .unwrap(),
         );
         std::mem::forget(
             journal
-                .record(
-                    &cipher,
-                    &file,
-                    &[8u8; 16],
-                    &[run],
-                    HEADER_LEN + 10,
-                    HEADER_LEN + 10,
-                )
+                .record(&cipher, &file, &[8u8; ID_LEN], &[run], end, end)
                 .unwrap(),
         );
         assert_eq!(Journal::recover(&jdir, &data, &cipher).unwrap(), 0);
-        let mut now = [0u8; 10];
-        file.read_exact_at(&mut now, HEADER_LEN).unwrap();
-        assert_eq!(now, [0xaau8; 10]);
+        assert_eq!(block0(&file, old.len()), old);
+    }
+
+    #[test]
+    fn a_record_whose_block_copies_are_damaged_is_not_replayed() {
+        let cipher = cipher_for(1);
+        let old = sealed(&cipher, 0xaa);
+        let (_tmp, data, jdir, file) = volume_with_file(&old);
+        let end = HEADER_LEN + old.len() as u64;
+        let journal = Journal::open(&jdir, &data).unwrap();
+        let new = sealed(&cipher, 0xbb);
+        let run = Run {
+            first_block: 0,
+            stored: &new,
+        };
+        std::mem::forget(
+            journal
+                .record(&cipher, &file, &ID, &[run], end, end)
+                .unwrap(),
+        );
+        // The header is whole and authentic; the last byte of the block copy is not the
+        // one written (as when a killed write left the slot's older bytes there).
+        let slot = fs::read_dir(&jdir).unwrap().next().unwrap().unwrap().path();
+        let len = fs::metadata(&slot).unwrap().len();
+        let slot_file = OpenOptions::new().write(true).open(&slot).unwrap();
+        slot_file.write_all_at(&[0x5a], len - 1).unwrap();
+        assert_eq!(Journal::recover(&jdir, &data, &cipher).unwrap(), 0);
+        assert_eq!(block0(&file, old.len()), old);
+    }
+
+    #[test]
+    fn a_record_without_its_magic_is_not_replayed() {
+        // What a write killed before its last step leaves: every byte but the magic.
+        let cipher = cipher_for(1);
+        let old = sealed(&cipher, 0xaa);
+        let (_tmp, data, jdir, file) = volume_with_file(&old);
+        let end = HEADER_LEN + old.len() as u64;
+        let journal = Journal::open(&jdir, &data).unwrap();
+        let new = sealed(&cipher, 0xbb);
+        let run = Run {
+            first_block: 0,
+            stored: &new,
+        };
+        std::mem::forget(
+            journal
+                .record(&cipher, &file, &ID, &[run], end, end)
+                .unwrap(),
+        );
+        let slot = fs::read_dir(&jdir).unwrap().next().unwrap().unwrap().path();
+        let slot_file = OpenOptions::new().write(true).open(&slot).unwrap();
+        slot_file.write_all_at(&[0u8; 4], 0).unwrap();
+        assert_eq!(Journal::recover(&jdir, &data, &cipher).unwrap(), 0);
+        assert_eq!(block0(&file, old.len()), old);
     }
 }
