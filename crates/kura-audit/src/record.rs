@@ -433,11 +433,13 @@ fn scrubbed(value: Option<&Value>) -> Option<Cow<'_, Value>> {
     Some(Cow::Owned(owned))
 }
 
+/// `Some(true)` for a member to drop, `Some(false)` for one to hide, `None` for others.
+/// (Compared in place, without a lowercase copy: every key of every record passes here.)
 fn secret_kind(name: &str) -> Option<bool> {
-    let lower = name.to_ascii_lowercase();
-    if DROPPED_MEMBERS.contains(&lower.as_str()) {
+    let listed = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    if listed(DROPPED_MEMBERS) {
         Some(true)
-    } else if HIDDEN_MEMBERS.contains(&lower.as_str()) {
+    } else if listed(HIDDEN_MEMBERS) {
         Some(false)
     } else {
         None

@@ -25,11 +25,25 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
 const MANIFEST_VERSION: u32 = 1;
+/// How many bytes of chunks a capture writes before making them durable together (and
+/// reporting progress): up to three batches are in memory at once (one being filled,
+/// one queued, one being stored), against flushes per snapshot.
+const BATCH_BYTES: u64 = 16 * CHUNK_SIZE as u64;
+
+/// Whether a tree written out of the store must survive a crash of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Persist {
+    /// A database's files: durable before the call returns.
+    Durable,
+    /// A working copy that is redone after a crash (the source of a re-encryption).
+    Scratch,
+}
 
 /// The narrow seam to where chunks and manifests live.
 pub(crate) trait ObjectStore: Send + Sync {
-    /// Stores `bytes` under `key` unless it exists; returns whether it wrote.
-    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool>;
+    /// Stores each `(key, bytes)` whose key does not exist yet; every one is durable
+    /// when it returns. Returns how many it wrote.
+    fn put_all_absent(&self, objects: &[(String, Vec<u8>)]) -> io::Result<usize>;
     /// Stores `bytes` under `key`, replacing any previous object.
     fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()>;
     fn get(&self, key: &str) -> io::Result<Vec<u8>>;
@@ -54,30 +68,53 @@ impl DirectoryStore {
 }
 
 impl ObjectStore for DirectoryStore {
-    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
-        if self.path(key).exists() {
-            return Ok(false);
+    /// The objects are written under temporary names, flushed together, renamed into
+    /// place, and their directories flushed together: the filesystem's journal commits
+    /// a batch's flushes at once instead of two commits per object, and no name ever
+    /// points at bytes that are not yet durable (another capture that finds the name
+    /// skips the chunk and may make its manifest durable at once).
+    fn put_all_absent(&self, objects: &[(String, Vec<u8>)]) -> io::Result<usize> {
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let written = (|| {
+            for (key, bytes) in objects {
+                let path = self.path(key);
+                if path.exists() || staged.iter().any(|(_, p)| *p == path) {
+                    continue;
+                }
+                staged.push((write_temporary(&path, bytes)?, path));
+            }
+            if staged.is_empty() {
+                return Ok(0);
+            }
+            sync_paths(staged.iter().map(|(tmp, _)| tmp.as_path()))?;
+            let mut dirs = Vec::new();
+            for (tmp, path) in &staged {
+                std::fs::rename(tmp, path)?;
+                if let Some(dir) = path.parent()
+                    && !dirs.contains(&dir)
+                {
+                    dirs.push(dir);
+                }
+            }
+            sync_paths(dirs.into_iter())?;
+            Ok(staged.len())
+        })();
+        if written.is_err() {
+            for (tmp, _) in &staged {
+                // Renamed ones are gone from here already; what remains is litter.
+                let _ = std::fs::remove_file(tmp);
+            }
         }
-        self.put(key, bytes)?;
-        Ok(true)
+        written
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(key);
-        let dir = path.parent().unwrap_or(&self.root).to_owned();
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
-        {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-        }
+        let tmp = write_temporary(&path, bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&dir)?.sync_all()
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::File::open(dir)?.sync_all()
     }
 
     fn get(&self, key: &str) -> io::Result<Vec<u8>> {
@@ -97,6 +134,109 @@ impl ObjectStore for DirectoryStore {
         keys.sort();
         Ok(keys)
     }
+}
+
+/// Writes `bytes` next to `path` under a temporary name (creating the directory), not
+/// synced. Returns the temporary name.
+fn write_temporary(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("an object key without a directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    Ok(tmp)
+}
+
+/// Chunks (key, bytes) on their way to the store together.
+type Batch = Vec<(String, Vec<u8>)>;
+
+/// Cuts the files of `entries` into chunks, names each by its hash (noted in its entry)
+/// and sends them to the writer in batches of about [`BATCH_BYTES`], taking buffers
+/// back from batches the writer has stored.
+fn read_chunks(
+    root: &Path,
+    entries: &mut [Entry],
+    to_store: std::sync::mpsc::SyncSender<Batch>,
+    stored: std::sync::mpsc::Receiver<Batch>,
+) -> io::Result<()> {
+    let writer_stopped = |_| io::Error::other("the chunk writer stopped");
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut batch = Batch::new();
+    let mut batch_bytes = 0u64;
+    for entry in entries.iter_mut().filter(|e| e.kind == EntryKind::File) {
+        let mut file = std::fs::File::open(root.join(&entry.path))?;
+        loop {
+            spare.extend(stored.try_iter().flatten().map(|(_, buffer)| buffer));
+            let mut chunk = spare.pop().unwrap_or_default();
+            chunk.resize(CHUNK_SIZE, 0);
+            let read = read_full(&mut file, &mut chunk)?;
+            if read == 0 {
+                spare.push(chunk);
+                break;
+            }
+            chunk.truncate(read);
+            let hash = kura_crypto::sha256_hex(&chunk);
+            batch_bytes += read as u64;
+            batch.push((chunk_key(&hash), chunk));
+            entry.chunks.push(hash);
+            if batch_bytes >= BATCH_BYTES {
+                to_store
+                    .send(std::mem::take(&mut batch))
+                    .map_err(writer_stopped)?;
+                batch_bytes = 0;
+            }
+        }
+    }
+    to_store.send(batch).map_err(writer_stopped)
+}
+
+/// How many flushes run at once: enough for the journal to commit them together.
+const SYNC_THREADS: usize = 8;
+
+/// Flushes files and directories to stable storage, several at a time: concurrent
+/// `fsync`s share the filesystem journal's commits, where one after another each waits
+/// for its own. (Not `syncfs`: that would also flush every database's dirty pages on
+/// the same filesystem, while its writes are frozen for a snapshot.)
+pub(crate) fn sync_paths<'a>(paths: impl Iterator<Item = &'a Path>) -> io::Result<()> {
+    let paths: Vec<&Path> = paths.collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || -> io::Result<()> {
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(path) = paths.get(index) else {
+                return Ok(());
+            };
+            std::fs::File::open(path)?.sync_all()?;
+        }
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..SYNC_THREADS.min(paths.len()))
+            .map(|_| scope.spawn(worker))
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(io::Error::other("a flush thread panicked")))
+        })
+    })
+}
+
+/// Flushes every file and directory under `root`, `root` included.
+pub(crate) fn sync_tree(root: &Path) -> io::Result<()> {
+    let mut entries = Vec::new();
+    walk(root, root, &mut entries)?;
+    let paths: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| e.kind != EntryKind::Symlink)
+        .map(|e| root.join(&e.path))
+        .chain(std::iter::once(root.to_owned()))
+        .collect();
+    sync_paths(paths.iter().map(PathBuf::as_path))
 }
 
 fn collect(root: &Path, dir: &Path, keys: &mut Vec<String>) -> io::Result<()> {
@@ -176,6 +316,9 @@ impl ChunkStore {
     }
 
     /// Stores the tree under `root` as snapshot `id`, reporting progress in bytes.
+    /// Reading and hashing one batch of chunks overlaps with storing the batch before
+    /// it (on a writer thread), and chunk buffers go back and forth between the two
+    /// instead of being allocated per chunk.
     pub async fn capture(
         &self,
         id: &str,
@@ -186,23 +329,28 @@ impl ChunkStore {
         let mut entries = Vec::new();
         walk(root, root, &mut entries)?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
-        let mut done = 0u64;
-        let mut buffer = vec![0u8; CHUNK_SIZE];
-        for entry in entries.iter_mut().filter(|e| e.kind == EntryKind::File) {
-            let mut file = std::fs::File::open(root.join(&entry.path))?;
-            loop {
-                let read = read_full(&mut file, &mut buffer)?;
-                if read == 0 {
-                    break;
+        std::thread::scope(|scope| {
+            let (to_store, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
+            let (to_reuse, stored) = std::sync::mpsc::channel::<Batch>();
+            let writer = scope.spawn(move || {
+                let mut done = 0u64;
+                for batch in batches {
+                    self.objects.put_all_absent(&batch)?;
+                    done += batch.iter().map(|(_, c)| c.len() as u64).sum::<u64>();
+                    progress(done, total);
+                    // The reader may be done already; then the buffers are just freed.
+                    let _ = to_reuse.send(batch);
                 }
-                let chunk = buffer.get(..read).unwrap_or_default();
-                let hash = kura_crypto::sha256_hex(chunk);
-                self.objects.put_if_absent(&chunk_key(&hash), chunk)?;
-                entry.chunks.push(hash);
-                done += read as u64;
-                progress(done, total);
-            }
-        }
+                Ok(())
+            });
+            let read = read_chunks(root, &mut entries, to_store, stored);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the chunk writer panicked")));
+            // The writer's error is the cause when both fail (the reader then only saw
+            // its channel close).
+            written.and(read)
+        })?;
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             entries,
@@ -223,11 +371,13 @@ impl ChunkStore {
     }
 
     /// Writes the tree of snapshot `id` under `target` (which must not exist yet),
-    /// reporting progress in bytes.
+    /// reporting progress in bytes; with [`Persist::Durable`], everything written is
+    /// durable when it returns.
     pub async fn materialize(
         &self,
         id: &str,
         target: &Path,
+        persist: Persist,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> io::Result<()> {
         let _shared = self.gc.read().await;
@@ -258,7 +408,6 @@ impl ChunkStore {
                         done += chunk.len() as u64;
                         progress(done, manifest.bytes);
                     }
-                    file.sync_all()?;
                 }
             }
             if entry.kind != EntryKind::Symlink {
@@ -269,7 +418,11 @@ impl ChunkStore {
             }
             std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))?;
         }
-        Ok(())
+        match persist {
+            // Flushed together at the end, files and directory entries alike.
+            Persist::Durable => sync_tree(target),
+            Persist::Scratch => Ok(()),
+        }
     }
 
     pub fn delete_manifest(&self, id: &str) -> io::Result<()> {
@@ -373,6 +526,31 @@ mod tests {
     }
 
     /// Bytes of chunks under a directory store.
+    #[tokio::test]
+    async fn a_chunk_repeated_within_one_batch_is_stored_once_and_no_temporary_names_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        // Three identical chunks in one file, and the same again in another: one batch.
+        write(&source.join("zeros-1"), &vec![0u8; 3 * CHUNK_SIZE]);
+        write(&source.join("zeros-2"), &vec![0u8; 3 * CHUNK_SIZE]);
+        let root = dir.path().join("store");
+        let store = ChunkStore::new(Box::new(DirectoryStore::new(root.clone())));
+        store.capture("snap", &source, &|_, _| {}).await.unwrap();
+        let mut keys = Vec::new();
+        collect(&root, &root.join("chunks"), &mut keys).unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(!keys[0].contains(".tmp"));
+        let restored = dir.path().join("restored");
+        store
+            .materialize("snap", &restored, Persist::Durable, &|_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(restored.join("zeros-2")).unwrap(),
+            vec![0u8; 3 * CHUNK_SIZE]
+        );
+    }
+
     fn stored_bytes(root: &Path) -> u64 {
         let mut keys = Vec::new();
         collect(root, &root.join("chunks"), &mut keys).unwrap();
@@ -405,7 +583,7 @@ mod tests {
 
         let restored = dir.path().join("restored");
         store
-            .materialize("snap-1", &restored, &|_, _| {})
+            .materialize("snap-1", &restored, Persist::Durable, &|_, _| {})
             .await
             .unwrap();
         assert_eq!(std::fs::read(restored.join("a/big")).unwrap(), big);
@@ -419,7 +597,7 @@ mod tests {
         assert_eq!(store.collect_garbage().await.unwrap(), 1);
         let again = dir.path().join("again");
         store
-            .materialize("snap-2", &again, &|_, _| {})
+            .materialize("snap-2", &again, Persist::Scratch, &|_, _| {})
             .await
             .unwrap();
         assert_eq!(std::fs::read(again.join("a/big")).unwrap(), changed);
@@ -437,7 +615,7 @@ mod tests {
         std::fs::write(store_root.join(chunk_key(hash)), b"tampered").unwrap();
         assert!(
             store
-                .materialize("s", &dir.path().join("out"), &|_, _| {})
+                .materialize("s", &dir.path().join("out"), Persist::Durable, &|_, _| {})
                 .await
                 .is_err()
         );

@@ -5,8 +5,9 @@
 //! A snapshot's image is its database's *image directory* (see
 //! [`crate::storage::image_dir`]): for an encrypted database the volume's backing
 //! directory, which is ciphertext only, so capturing, storing and restoring never see
-//! plaintext. Only re-encryption does, through two volumes mounted side by side in a
-//! private scratch directory, and only in memory pages of the FUSE mounts.
+//! plaintext. Only re-encryption does, block by block in memory
+//! ([`kura_volume::copy_into_volume`], nothing mounted), from a source image written out
+//! of the chunk store into a private scratch directory.
 //!
 //! Must not: talk to the KMS (the API layer brings plaintext keys, obtained through
 //! [`crate::keys`]), or touch the records of databases.
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use kura_crypto::SecretBytes;
 
-use crate::chunks::{ChunkStore, DirectoryStore};
+use crate::chunks::{ChunkStore, DirectoryStore, Persist};
 use crate::error::{RdsError, RdsResult};
 use crate::storage::VolumeKeyInfo;
 
@@ -106,7 +107,7 @@ impl SnapshotData {
             std::fs::remove_dir(target).map_err(io_error("preparing the restore target"))?;
         }
         self.chunks
-            .materialize(data_id, target, progress)
+            .materialize(data_id, target, Persist::Durable, progress)
             .await
             .map_err(io_error("restoring the snapshot's files"))
     }
@@ -127,12 +128,15 @@ impl SnapshotData {
     /// `source`, under the target's volume key (decrypted from its wrapped key, which
     /// the caller keeps). Nothing of the source's key survives in the result. A target
     /// left by an interrupted call in this boot of the machine, under the same wrapped
-    /// key, is resumed: finished files are kept.
+    /// key, is resumed: finished files are kept. With [`Persist::Durable`] (a database's
+    /// own volume) the result is durable when it returns; a copy's volume need not be,
+    /// since it is captured into the chunk store, durably, next.
     pub async fn reencrypt(
         &self,
         source: SourceImage<'_>,
         target_backing: &Path,
         target: TargetVolume,
+        persist: Persist,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> RdsResult<()> {
         let work = self.scratch.join(uuid::Uuid::new_v4().to_string());
@@ -141,8 +145,10 @@ impl SnapshotData {
             .map_err(io_error("securing the scratch directory"))?;
         let source_image = work.join("source");
         let outcome = async {
-            self.materialize(source.data_id, &source_image, &|_, _| {})
-                .await?;
+            self.chunks
+                .materialize(source.data_id, &source_image, Persist::Scratch, &|_, _| {})
+                .await
+                .map_err(io_error("writing out the source image"))?;
             // The copy reads and writes files for a while; keep the async workers free.
             tokio::task::block_in_place(|| {
                 let volume = open_or_create_target(target_backing, &target.info)?;
@@ -158,7 +164,12 @@ impl SnapshotData {
                 })
                 .map_err(|e| RdsError::Internal(format!("re-encrypting the image: {e}")))?;
                 std::fs::remove_file(target_backing.join(COPY_MARKER))
-                    .map_err(io_error("finishing the re-encrypted volume"))
+                    .map_err(io_error("finishing the re-encrypted volume"))?;
+                match persist {
+                    Persist::Durable => crate::chunks::sync_tree(target_backing)
+                        .map_err(io_error("making the re-encrypted volume durable")),
+                    Persist::Scratch => Ok(()),
+                }
             })
         }
         .await;

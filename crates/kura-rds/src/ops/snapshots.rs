@@ -15,6 +15,7 @@ use kura_edge::xml::XmlWriter;
 
 use super::{Call, add_resource, marker, matches_filters, page};
 use crate::Rds;
+use crate::chunks::Persist;
 use crate::error::{RdsError, RdsResult};
 use crate::keys::KeyRole;
 use crate::lifecycle::Unit;
@@ -1162,6 +1163,7 @@ impl Rds {
                         info,
                         key: target_key,
                     },
+                    Persist::Scratch,
                     &|done, total| self.report_progress(copy, done, total),
                 )
                 .await?;
@@ -1221,6 +1223,7 @@ impl Rds {
                                 info,
                                 key: target_key,
                             },
+                            Persist::Durable,
                             &|_, _| {},
                         )
                         .await?;
