@@ -218,6 +218,89 @@ def test_seed_001_move_an_aws_rds_encrypted_instance_to_another_account(server):
     assert mysql(port_b, "SELECT COUNT(*) FROM moved;").strip() == "2"
 
 
+def shared_key_policy():
+    """A's key, usable by account B (to restore a cluster from a snapshot A shares)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_A}:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_B}:root"},
+         "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*"], "Resource": "*"}]})
+
+
+def test_cluster_snapshots_shared_with_another_account(server):
+    """The cluster side of sharing, through the aws CLI: AWS's rules for aws/rds and
+    automated cluster snapshots; a CMK-encrypted cluster snapshot shared with B, which
+    Aurora lets B restore directly (under B's own key); unsharing; deleting."""
+    rds_a, kms_a = server.client("rds"), server.client("kms")
+    rds_b, kms_b = server.client("rds", user="admin_b"), server.client("kms", user="admin_b")
+
+    # A cluster under aws/rds: neither its automated nor a manual snapshot can be shared.
+    rds_a.create_db_cluster(DBClusterIdentifier="c-awsrds", Engine="aurora-postgresql", MasterUsername="admin_user",
+                            MasterUserPassword=PASSWORD, StorageEncrypted=True)
+    wait_for(cluster_status(rds_a, "c-awsrds"), "available")
+    rds_a.create_db_cluster_snapshot(DBClusterSnapshotIdentifier="c-awsrds-snap", DBClusterIdentifier="c-awsrds")
+    wait_for(snapshot_status(rds_a, "c-awsrds-snap", cluster=True), "available")
+    def automated():
+        return rds_a.describe_db_cluster_snapshots(DBClusterIdentifier="c-awsrds",
+                                                   SnapshotType="automated")["DBClusterSnapshots"]
+    wait_for(lambda: len(automated()) == 1 and automated()[0]["Status"], "available", timeout=30)
+    assert automated()[0]["DBClusterSnapshotIdentifier"].startswith("rds:c-awsrds-")
+    for name in ("c-awsrds-snap", automated()[0]["DBClusterSnapshotIdentifier"]):
+        refused = server.aws("rds", "modify-db-cluster-snapshot-attribute", "--db-cluster-snapshot-identifier", name,
+                             "--attribute-name", "restore", "--values-to-add", ACCOUNT_B, check=False)
+        assert refused.returncode != 0 and "InvalidParameterValue" in refused.stderr, refused.stderr
+
+    # A cluster under a customer managed key that B may use.
+    key_a = kms_a.create_key(Description="shared with B", Policy=shared_key_policy())["KeyMetadata"]
+    original = new_aurora_postgresql(rds_a, "c-shared", StorageEncrypted=True, KmsKeyId=key_a["Arn"])
+    psql(original["Port"], SEED_TABLE)
+    rds_a.create_db_cluster_snapshot(DBClusterSnapshotIdentifier="c-shared-snap", DBClusterIdentifier="c-shared")
+    wait_for(snapshot_status(rds_a, "c-shared-snap", cluster=True), "available")
+    server.aws("rds", "modify-db-cluster-snapshot-attribute", "--db-cluster-snapshot-identifier", "c-shared-snap",
+               "--attribute-name", "restore", "--values-to-add", ACCOUNT_B)
+    attributes = json.loads(server.aws("rds", "describe-db-cluster-snapshot-attributes",
+                                       "--db-cluster-snapshot-identifier", "c-shared-snap").stdout)
+    assert attributes["DBClusterSnapshotAttributesResult"] == {
+        "DBClusterSnapshotIdentifier": "c-shared-snap",
+        "DBClusterSnapshotAttributes": [{"AttributeName": "restore", "AttributeValues": [ACCOUNT_B]}]}
+
+    # B sees it as shared (by ARN only) and restores a cluster from it under its own key.
+    arn = f"arn:aws:rds:{REGION}:{ACCOUNT_A}:cluster-snapshot:c-shared-snap"
+    shared = json.loads(server.aws("rds", "describe-db-cluster-snapshots", "--snapshot-type", "shared",
+                                   "--include-shared", user="admin_b").stdout)["DBClusterSnapshots"]
+    assert [s["DBClusterSnapshotArn"] for s in shared] == [arn]
+    assert rds_b.describe_db_cluster_snapshots()["DBClusterSnapshots"] == []
+    own_key = kms_b.describe_key(KeyId="alias/aws/rds")["KeyMetadata"]["Arn"]
+    restored = rds_b.restore_db_cluster_from_snapshot(DBClusterIdentifier="c-from-a", SnapshotIdentifier=arn,
+                                                      Engine="aurora-postgresql", KmsKeyId=own_key)["DBCluster"]
+    assert restored["StorageEncrypted"] is True and restored["KmsKeyId"] == own_key
+    wait_for(cluster_status(rds_b, "c-from-a"), "available")
+    rds_b.create_db_instance(DBInstanceIdentifier="c-from-a-1", DBClusterIdentifier="c-from-a",
+                             Engine="aurora-postgresql", DBInstanceClass="db.r6g.large")
+    wait_for(instance_status(rds_b, "c-from-a-1"), "available")
+    port_b = rds_b.describe_db_clusters(DBClusterIdentifier="c-from-a")["DBClusters"][0]["Port"]
+    assert "(3 rows)" in psql(port_b, "SELECT * FROM users;").stdout
+    # B's cluster no longer needs A's key.
+    kms_a.disable_key(KeyId=key_a["KeyId"])
+    wait_for(cluster_status(rds_a, "c-shared"), "inaccessible-encryption-credentials-recoverable", timeout=10)
+    assert "(3 rows)" in psql(port_b, "SELECT * FROM users;").stdout
+    kms_a.enable_key(KeyId=key_a["KeyId"])
+
+    # Unshared, B no longer sees it; deleted, it is gone.
+    server.aws("rds", "modify-db-cluster-snapshot-attribute", "--db-cluster-snapshot-identifier", "c-shared-snap",
+               "--attribute-name", "restore", "--values-to-remove", ACCOUNT_B)
+    assert rds_b.describe_db_cluster_snapshots(SnapshotType="shared")["DBClusterSnapshots"] == []
+    for name in ("c-shared-snap", "c-awsrds-snap"):
+        deleted = json.loads(server.aws("rds", "delete-db-cluster-snapshot", "--db-cluster-snapshot-identifier",
+                                        name).stdout)["DBClusterSnapshot"]
+        assert deleted["Status"] == "deleted"
+        with pytest.raises(ClientError) as e:
+            rds_a.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=name)
+        assert error_of(e)[0] == "DBClusterSnapshotNotFoundFault"
+    wait_for(cluster_status(rds_a, "c-shared"), "available", timeout=60)
+    rds_b.delete_db_instance(DBInstanceIdentifier="c-from-a-1", SkipFinalSnapshot=True)
+
+
 def test_unencrypted_snapshot_shared_and_restored_by_another_account(server):
     """Seed 001 point 13, with PostgreSQL: no key involved; B restores A's shared snapshot
     directly; the rules AWS applies to sharing."""

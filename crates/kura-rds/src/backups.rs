@@ -70,7 +70,10 @@ impl Rds {
         );
         let mut ticker = tokio::time::interval(tick);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = self.backups_due.notified() => {}
+            }
             self.prune_automated_snapshots();
             for unit in self.all_units() {
                 if let Some((kind, source, plan)) = self.backup_source(&unit)

@@ -12,6 +12,10 @@
 //! <store>/manifests/<snapshot resource id>.json
 //! ```
 //!
+//! The file work of a capture, a restore or a collection runs in
+//! `tokio::task::block_in_place`: it takes seconds, and must not hold up the async
+//! workers that answer API calls meanwhile.
+//!
 //! Deleting a snapshot deletes its manifest; [`ChunkStore::collect_garbage`] then removes
 //! chunks no manifest names. Captures hold the store's lock shared and garbage collection
 //! holds it exclusively, so a chunk written by a capture in progress is never collected
@@ -326,6 +330,15 @@ impl ChunkStore {
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> io::Result<Manifest> {
         let _shared = self.gc.read().await;
+        tokio::task::block_in_place(|| self.capture_tree(id, root, progress))
+    }
+
+    fn capture_tree(
+        &self,
+        id: &str,
+        root: &Path,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> io::Result<Manifest> {
         let mut entries = Vec::new();
         walk(root, root, &mut entries)?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
@@ -381,6 +394,16 @@ impl ChunkStore {
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> io::Result<()> {
         let _shared = self.gc.read().await;
+        tokio::task::block_in_place(|| self.materialize_tree(id, target, persist, progress))
+    }
+
+    fn materialize_tree(
+        &self,
+        id: &str,
+        target: &Path,
+        persist: Persist,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> io::Result<()> {
         let manifest = self.manifest(id)?;
         std::fs::create_dir_all(target)?;
         let mut done = 0u64;
@@ -432,6 +455,10 @@ impl ChunkStore {
     /// Removes chunks no manifest names any more. Returns how many it removed.
     pub async fn collect_garbage(&self) -> io::Result<usize> {
         let _exclusive = self.gc.write().await;
+        tokio::task::block_in_place(|| self.remove_unused_chunks())
+    }
+
+    fn remove_unused_chunks(&self) -> io::Result<usize> {
         let mut live = std::collections::HashSet::new();
         for key in self.objects.list("manifests")? {
             // A manifest deleted meanwhile names nothing any more.
@@ -526,7 +553,7 @@ mod tests {
     }
 
     /// Bytes of chunks under a directory store.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_chunk_repeated_within_one_batch_is_stored_once_and_no_temporary_names_remain() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("source");
@@ -559,7 +586,7 @@ mod tests {
             .sum()
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn captures_dedupes_restores_and_collects() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("source");
@@ -603,7 +630,7 @@ mod tests {
         assert_eq!(std::fs::read(again.join("a/big")).unwrap(), changed);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn damaged_chunks_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("source");

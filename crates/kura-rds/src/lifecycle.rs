@@ -140,6 +140,9 @@ impl Rds {
                 })?;
             }
         }
+        if new_status == status::AVAILABLE {
+            self.backups_due.notify_one();
+        }
         Ok(())
     }
 
