@@ -229,6 +229,34 @@ def test_mariadb_instance_with_the_mysql_client(server):
     wait_for(lambda: [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]].count("maria"), 0)
 
 
+def test_mariadb_own_load_client_on_an_encrypted_instance(server):
+    """MariaDB's own load emulation client (mariadb-slap) and table checker
+    (mariadb-check) against a MariaDB whose files live on an encrypted volume."""
+    rds = server.client("rds")
+    rds.create_db_instance(DBInstanceIdentifier="maria-slap", Engine="mariadb", DBInstanceClass="db.t3.micro",
+                           MasterUsername="admin_user", MasterUserPassword=PASSWORD, AllocatedStorage=20,
+                           StorageEncrypted=True)
+    wait_for(instance_status(rds, "maria-slap"), "available")
+    instance = rds.describe_db_instances(DBInstanceIdentifier="maria-slap")["DBInstances"][0]
+    assert instance["StorageEncrypted"] is True
+    login = ["--no-defaults", "-h", "127.0.0.1", "-P", str(instance["Endpoint"]["Port"]), "-u", "admin_user",
+             f"-p{PASSWORD}", "--ssl"]
+    slap = subprocess.run(["mariadb-slap", *login, "--auto-generate-sql", "--auto-generate-sql-load-type=mixed",
+                           "--auto-generate-sql-add-autoincrement", "--concurrency=4", "--number-of-queries=8000",
+                           "--iterations=1", "--create-schema=slap", "--no-drop"],
+                          capture_output=True, text=True, timeout=300)
+    assert slap.returncode == 0, slap.stderr
+    assert "Average number of seconds to run all queries" in slap.stdout
+    check = subprocess.run(["mariadb-check", *login, "--databases", "slap"], capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode == 0, check.stderr
+    rows = [line.split() for line in check.stdout.splitlines() if line.strip()]
+    assert rows and all(row[-1] == "OK" for row in rows), check.stdout
+    backing = unit_dir(server, instance["DbiResourceId"]) / "storage" / "backing"
+    assert backing.is_dir()
+    rds.delete_db_instance(DBInstanceIdentifier="maria-slap", SkipFinalSnapshot=True)
+
+
 def test_stop_and_start_an_instance(server):
     rds = server.client("rds")
     rds.create_db_instance(DBInstanceIdentifier="pg-stop", Engine="postgres", DBInstanceClass="db.t3.micro",

@@ -70,10 +70,7 @@ impl Rds {
         );
         let mut ticker = tokio::time::interval(tick);
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = self.backups_due.notified() => {}
-            }
+            ticker.tick().await;
             self.prune_automated_snapshots();
             for unit in self.all_units() {
                 if let Some((kind, source, plan)) = self.backup_source(&unit)

@@ -70,9 +70,6 @@ pub struct Rds {
     state: state::State,
     runtime: runtime::Runtime,
     snapshot_data: snapshots::SnapshotData,
-    /// Wakes the automated-backup scheduler when a database becomes available, so that
-    /// a new database's first automated snapshot is taken at once, not at the next tick.
-    backups_due: tokio::sync::Notify,
 }
 
 impl Rds {
@@ -101,7 +98,6 @@ impl Rds {
             state,
             runtime,
             snapshot_data,
-            backups_due: tokio::sync::Notify::new(),
         }))
     }
 

@@ -140,9 +140,6 @@ impl Rds {
                 })?;
             }
         }
-        if new_status == status::AVAILABLE {
-            self.backups_due.notify_one();
-        }
         Ok(())
     }
 
