@@ -77,7 +77,7 @@ impl Rds {
                     && plan.retention > 0
                     && self.automated_backup_due(&source, &plan.window)
                 {
-                    self.take_automated_snapshot(kind, source).await;
+                    self.take_automated_snapshot(kind, source);
                 }
             }
         }
@@ -125,7 +125,9 @@ impl Rds {
         existing.iter().all(|s| s.created.millis() < opened)
     }
 
-    async fn take_automated_snapshot(self: &Arc<Self>, kind: SnapshotKind, source: SourceDatabase) {
+    /// Records the snapshot now (so the next tick sees it) and captures it in its own
+    /// task: a slow capture must not make this loop late for other databases' windows.
+    fn take_automated_snapshot(self: &Arc<Self>, kind: SnapshotKind, source: SourceDatabase) {
         let now = self.clock.now();
         let record = match snapshot_record(kind, &source, AUTOMATED, now) {
             Ok(record) => SnapshotRecord {
@@ -138,7 +140,7 @@ impl Rds {
             }
         };
         if self.state.insert_snapshot(record.clone()).is_ok() {
-            self.clone().capture(record).await;
+            tokio::spawn(self.clone().capture(record));
         }
     }
 
