@@ -79,10 +79,12 @@ impl ObjectStore for DirectoryStore {
     /// skips the chunk and may make its manifest durable at once).
     fn put_all_absent(&self, objects: &[(String, Vec<u8>)]) -> io::Result<usize> {
         let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let written = (|| {
             for (key, bytes) in objects {
                 let path = self.path(key);
-                if path.exists() || staged.iter().any(|(_, p)| *p == path) {
+                // A chunk repeated within the batch (zeros, say) is written once.
+                if !seen.insert(key.as_str()) || path.exists() {
                     continue;
                 }
                 staged.push((write_temporary(&path, bytes)?, path));
@@ -234,6 +236,11 @@ pub(crate) fn sync_paths<'a>(paths: impl Iterator<Item = &'a Path>) -> io::Resul
 pub(crate) fn sync_tree(root: &Path) -> io::Result<()> {
     let mut entries = Vec::new();
     walk(root, root, &mut entries)?;
+    sync_entries(root, &entries)
+}
+
+/// Flushes the files and directories of `entries` (paths under `root`) and `root`.
+fn sync_entries(root: &Path, entries: &[Entry]) -> io::Result<()> {
     let paths: Vec<PathBuf> = entries
         .iter()
         .filter(|e| e.kind != EntryKind::Symlink)
@@ -442,8 +449,9 @@ impl ChunkStore {
             std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))?;
         }
         match persist {
-            // Flushed together at the end, files and directory entries alike.
-            Persist::Durable => sync_tree(target),
+            // Flushed together at the end, files and directory entries alike; the
+            // manifest already lists them, so the tree is not walked again.
+            Persist::Durable => sync_entries(target, &manifest.entries),
             Persist::Scratch => Ok(()),
         }
     }
