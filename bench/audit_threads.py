@@ -11,6 +11,8 @@ how much lands outside kura (the kernel's softirq and writeback, wrk).
 
 Usage: python3 bench/audit_threads.py off|mutating|all [--duration 8] [--connections 16]
        [--data-dir-parent /dev/shm]   (a tmpfs takes the disk out of the picture)
+       [--perf perf.data]   (also samples the server with `perf record -g` meanwhile;
+                             the sampling slows the load, so compare rates without it)
 Needs: a release build (or KURA_BIN=path), wrk, boto3 (scripts/deps.sh bench).
 """
 
@@ -18,6 +20,7 @@ import argparse
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -53,6 +56,7 @@ def main():
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--data-dir-parent", default=None)
+    parser.add_argument("--perf", default=None, help="write a perf profile of the measured run here")
     args = parser.parse_args()
     kura_harness.KURA_BIN = str(kms_load.KURA_RELEASE)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="kura-audit-threads-", dir=args.data_dir_parent))
@@ -67,8 +71,15 @@ def main():
         script = workdir / "encrypt.lua"
         kms_load.wrk_script(prepared, script)
         kms_load.run_wrk(server.endpoint, script, 2, args.connections, 1)
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "2000", "--call-graph", "dwarf,16384",
+                                     "-o", args.perf, "-p", str(server.process.pid)])
         threads_before, machine_before = thread_times(server.process.pid), machine_times()
         rps, p50, p99 = kms_load.run_wrk(server.endpoint, script, args.duration, args.connections, 1)
+        if perf:
+            perf.send_signal(2)
+            perf.wait()
         threads_after, machine_after = thread_times(server.process.pid), machine_times()
         requests = rps * args.duration
         per_request = 1e6 / TICKS / requests

@@ -3,6 +3,7 @@
 //! value, line, `pwrite`) with each durability policy.
 //!
 //! `cargo run --release -p kura-audit --example append_cost`
+//! (`... -- build 5000000` only builds records, that many, e.g. under `perf record`)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -69,17 +70,31 @@ fn per_op(elapsed: Duration, n: u32) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let n = 200_000;
+    let args: Vec<String> = std::env::args().collect();
+    let build_only = args.get(1).is_some_and(|a| a == "build");
+    let n = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let event = event();
     let mut records = Records::default();
     let started = Instant::now();
     for _ in 0..n {
         records.clear();
-        api_call_records(&event, &mut records).unwrap();
+        api_call_records(&event, &mut records);
     }
     let bytes = records.bytes.len();
     println!(
         "build record ({bytes} bytes JSON + SHA-256): {:.0} ns",
+        per_op(started.elapsed(), n)
+    );
+    if build_only {
+        return;
+    }
+    let record = records.bytes.clone();
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(kura_crypto::sha256(std::hint::black_box(&record)));
+    }
+    println!(
+        "  of which SHA-256 of the record: {:.0} ns",
         per_op(started.elapsed(), n)
     );
 

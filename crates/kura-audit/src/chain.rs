@@ -19,6 +19,7 @@
 //! leaves its JSON meaning intact — breaks the chain.
 
 use std::fmt;
+use std::io::Write as _;
 
 /// The chain value before the first record.
 pub const GENESIS: [u8; 32] = [0u8; 32];
@@ -44,7 +45,8 @@ pub fn link(previous: &[u8; 32], seq: u64, record_digest: &[u8; 32]) -> [u8; 32]
 /// Appends the stored line of record `seq` (with its trailing newline) to `out`.
 pub fn encode_line(out: &mut Vec<u8>, seq: u64, hash: &[u8; 32], record: &[u8]) {
     out.extend_from_slice(PREFIX);
-    out.extend_from_slice(seq.to_string().as_bytes());
+    // Writing into a Vec cannot fail (and, unlike `to_string`, does not allocate).
+    let _ = write!(out, "{seq}");
     out.extend_from_slice(HASH_MEMBER);
     let mut hex = [0u8; 64];
     write_hex(hash, &mut hex);

@@ -28,6 +28,7 @@ pub mod chain;
 mod cloudtrail;
 pub mod digest;
 pub mod export;
+mod json;
 mod keyfile;
 pub mod lookup;
 pub mod record;
@@ -234,10 +235,10 @@ impl AuditTrail {
     async fn append(
         &self,
         durable: bool,
-        fill: impl FnOnce(&mut Records) -> Result<(), serde_json::Error>,
+        fill: impl FnOnce(&mut Records),
     ) -> Result<(), AuditError> {
         let wait = with_scratch(|records, lines| {
-            fill(records).map_err(|e| AuditError::Write(format!("encoding a record: {e}")))?;
+            fill(records);
             self.writer
                 .append(records, lines, durable, || {
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -258,8 +259,7 @@ impl AuditTrail {
     /// in a blocking task). Must not be called on an async runtime thread.
     pub fn record_service_event_blocking(&self, event: &ServiceEvent) -> Result<(), AuditError> {
         let wait = with_scratch(|records, lines| {
-            record::service_event_records(event, records)
-                .map_err(|e| AuditError::Write(format!("encoding a record: {e}")))?;
+            record::service_event_records(event, records);
             self.writer
                 .append(records, lines, true, || {
                     let (tx, rx) = mpsc::channel::<Completion>();

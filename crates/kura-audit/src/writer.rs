@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use kura_crypto::SigningKey;
 use kura_types::{Clock, Timestamp};
+use smallvec::SmallVec;
 
 use crate::chain;
 use crate::digest::{self, Digest, Reason};
@@ -163,7 +164,8 @@ pub(crate) struct Resume {
 
 struct Active {
     index: u64,
-    name: String,
+    /// Shared with the chain positions that point into it (cloned on every append).
+    name: Arc<str>,
     file: Arc<File>,
     offset: u64,
 }
@@ -181,7 +183,7 @@ struct Finished {
 struct Point {
     seq: u64,
     head: [u8; 32],
-    position: Option<(String, u64)>,
+    position: Option<(Arc<str>, u64)>,
 }
 
 /// Event-time range of records not yet covered by a digest.
@@ -231,9 +233,8 @@ struct Staged {
     /// Ring position of the lines (contiguous in the ring: they never wrap).
     ring_start: u64,
     ring_end: u64,
-    chunks: Vec<Chunk>,
-    /// Segment views whose end moves once the lines are in the segments.
-    ends: Vec<(u64, u64)>,
+    /// Nearly always one: a call's lines span two segments only when they fill one.
+    chunks: SmallVec<[Chunk; 1]>,
 }
 
 /// Everything appends and the flusher share, under one lock.
@@ -306,19 +307,21 @@ impl Writer {
         preparer.prepare(resume.active_index + 1);
         let active = Active {
             index: resume.active_index,
-            name: segment::segment_name(resume.active_index),
+            name: segment::segment_name(resume.active_index).into(),
             file: Arc::new(resume.active_file),
             offset: resume.active_offset,
         };
         shared.push(SegmentView {
             index: active.index,
-            path: settings.dir.join(&active.name),
+            path: settings.dir.join(&*active.name),
             end: resume.active_offset,
         });
         let durable = Point {
             seq: resume.next_seq - 1,
             head: resume.head,
-            position: resume.last_position,
+            position: resume
+                .last_position
+                .map(|(name, offset)| (Arc::from(name), offset)),
         };
         let inner = Arc::new(Inner {
             settings,
@@ -545,7 +548,8 @@ fn fail(state: &mut State, error: &str) {
 /// Lines (`lines[start..end]`) to write at a place in a segment.
 struct Chunk {
     file: Arc<File>,
-    name: String,
+    /// The segment's index.
+    index: u64,
     offset: u64,
     start: usize,
     end: usize,
@@ -585,9 +589,8 @@ fn reserve(
     lines: &mut Vec<u8>,
 ) -> Result<(u64, u64), String> {
     let capacity = inner.settings.segment_bytes;
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(1);
+    let mut chunks = SmallVec::new();
     let first_segment = state.active.index;
-    let mut ends = Vec::with_capacity(1);
     let mut point = state.reserved.clone();
     let mut times = TimeRange::default();
     lines.clear();
@@ -603,7 +606,7 @@ fn reserve(
         }
         if state.active.offset + (lines.len() - chunk_start + line_len) as u64 > capacity {
             if lines.len() > chunk_start {
-                chunks.push(take_chunk(state, chunk_start, lines.len(), &mut ends));
+                chunks.push(take_chunk(state, chunk_start, lines.len()));
                 chunk_start = lines.len();
             }
             rotate(inner, state)?;
@@ -614,7 +617,7 @@ fn reserve(
         times.add(span.time_millis);
     }
     if lines.len() > chunk_start {
-        chunks.push(take_chunk(state, chunk_start, lines.len(), &mut ends));
+        chunks.push(take_chunk(state, chunk_start, lines.len()));
     }
     point.position = Some((state.active.name.clone(), state.active.offset));
     state.reserved = point.clone();
@@ -630,7 +633,6 @@ fn reserve(
             ring_start,
             ring_end,
             chunks,
-            ends,
         },
         times,
         done: false,
@@ -639,17 +641,16 @@ fn reserve(
 }
 
 /// Reserves `lines[start..end]` at the end of the active segment.
-fn take_chunk(state: &mut State, start: usize, end: usize, ends: &mut Vec<(u64, u64)>) -> Chunk {
+fn take_chunk(state: &mut State, start: usize, end: usize) -> Chunk {
     let active = &mut state.active;
     let chunk = Chunk {
         file: active.file.clone(),
-        name: active.name.clone(),
+        index: active.index,
         offset: active.offset,
         start,
         end,
     };
     active.offset += (end - start) as u64;
-    ends.push((active.index, active.offset));
     chunk
 }
 
@@ -697,10 +698,22 @@ fn copy_staged(inner: &Inner) -> Result<(), String> {
         fail(&mut state, error);
         return copied;
     }
-    for job in &jobs {
-        for (index, end) in &job.ends {
-            inner.shared.set_end(*index, *end);
+    // Readers need only the last end in each segment.
+    let mut moved: Option<(u64, u64)> = None;
+    for chunk in jobs.iter().flat_map(|job| &job.chunks) {
+        let end = chunk.offset + (chunk.end - chunk.start) as u64;
+        match &mut moved {
+            Some((index, last)) if *index == chunk.index => *last = end,
+            _ => {
+                if let Some((index, last)) = moved {
+                    inner.shared.set_end(index, last);
+                }
+                moved = Some((chunk.index, end));
+            }
         }
+    }
+    if let Some((index, last)) = moved {
+        inner.shared.set_end(index, last);
     }
     if let Some(last) = jobs.last() {
         state.ring_released = state.ring_released.max(last.ring_end);
@@ -750,7 +763,7 @@ fn copy_run(inner: &Inner, chunk: &Chunk, ring_pos: u64, len: usize) -> Result<(
             )
         })
         .and_then(|written| written)
-        .map_err(|e| format!("writing {}: {e}", chunk.name))
+        .map_err(|e| format!("writing {}: {e}", segment::segment_name(chunk.index)))
 }
 
 /// Moves to the next (pre-zeroed) segment; the flusher syncs and trims the old one.
@@ -762,7 +775,7 @@ fn rotate(inner: &Inner, state: &mut State) -> Result<(), String> {
         &mut state.active,
         Active {
             index,
-            name: name.clone(),
+            name: name.as_str().into(),
             file: Arc::new(file),
             offset: 0,
         },
@@ -770,7 +783,7 @@ fn rotate(inner: &Inner, state: &mut State) -> Result<(), String> {
     state.finished.push(Finished {
         index: old.index,
         file: old.file,
-        path: inner.settings.dir.join(&old.name),
+        path: inner.settings.dir.join(&*old.name),
         end: old.offset,
     });
     state.preparer.prepare(index + 1);
@@ -1030,7 +1043,11 @@ impl Flusher {
             first_seq: previous.map_or(1, |d| d.last_seq + 1),
             last_seq: self.durable.seq,
             chain_head: chain::to_hex(&self.durable.head),
-            segment: self.durable.position.as_ref().map(|(name, _)| name.clone()),
+            segment: self
+                .durable
+                .position
+                .as_ref()
+                .map(|(name, _)| name.to_string()),
             end_offset: self.durable.position.as_ref().map(|(_, offset)| *offset),
             oldest_event_time: iso(self.times.oldest),
             newest_event_time: iso(self.times.newest),
@@ -1067,7 +1084,7 @@ impl Flusher {
     fn finish(&mut self) -> Completion {
         self.write_digest(Reason::Shutdown)?;
         let state = self.inner.lock();
-        let path = self.inner.settings.dir.join(&state.active.name);
+        let path = self.inner.settings.dir.join(&*state.active.name);
         if state.active.offset == 0 {
             std::fs::remove_file(&path)
                 .and_then(|()| segment::sync_dir(&self.inner.settings.dir))

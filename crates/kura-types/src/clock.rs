@@ -52,16 +52,12 @@ impl Timestamp {
 
     /// `2026-11-22T20:54:32Z`: the form CloudTrail records and SigV4 error messages use.
     pub fn iso8601_seconds(self) -> String {
-        let dt = self.to_datetime();
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second()
-        )
+        self.iso8601_seconds_display().to_string()
+    }
+
+    /// [`Self::iso8601_seconds`] as a `Display`, to write it without allocating.
+    pub fn iso8601_seconds_display(self) -> impl fmt::Display {
+        Iso8601Seconds(self.to_datetime())
     }
 
     /// `2026-11-22T20:54:32.123Z`: the form Query/XML protocols use.
@@ -169,6 +165,25 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A time written as `2026-11-22T20:54:32Z`.
+struct Iso8601Seconds(OffsetDateTime);
+
+impl fmt::Display for Iso8601Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dt = self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            dt.year(),
+            u8::from(dt.month()),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        )
     }
 }
 
