@@ -9,7 +9,11 @@ same SigV4-signed request against each with wrk, rotating the order of the serve
 run to run so that drift of the shared machine hits every side alike. Besides requests/s it
 reports the server's CPU time per request, which the load of a shared machine disturbs less.
 
+With `--baseline PATH` it also starts an off and a default server from another build
+(e.g. the previous commit's), in the same rotation, to compare two builds in one run.
+
 Usage: python3 bench/audit_cost.py [--duration 10] [--runs 3] [--connections 16] [--operation Encrypt] [--skip-all]
+       [--baseline path/to/other/kura]
 Needs: a release build (cargo build --release -p kura, or KURA_BIN=path), wrk, boto3 (scripts/deps.sh bench).
 """
 
@@ -39,20 +43,27 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--operation", default="Encrypt", choices=["Encrypt", "Decrypt", "GenerateDataKey"])
     parser.add_argument("--skip-all", action="store_true", help="do not measure --audit-sync all")
+    parser.add_argument("--baseline", help="another kura binary whose off and mutating servers join the rotation")
     args = parser.parse_args()
     if not kms_load.KURA_RELEASE.exists():
         sys.exit("build first: cargo build --release -p kura")
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: scripts/deps.sh bench")
-    kura_harness.KURA_BIN = str(kms_load.KURA_RELEASE)
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="kura-audit-bench-"))
     _, _, key_id, secret, _ = USERS["admin_a"]
-    sides = {"off": ["--no-audit"], "mutating": ["--audit-sync", "mutating"], "all": ["--audit-sync", "all"]}
+    binary = str(kms_load.KURA_RELEASE)
+    sides = {"off": (binary, ["--no-audit"]), "mutating": (binary, ["--audit-sync", "mutating"]),
+             "all": (binary, ["--audit-sync", "all"])}
     if args.skip_all:
         del sides["all"]
-    servers = {name: KuraServer(workdir / name, extra_args=["--log-format", "text", *extra])
-               for name, extra in sides.items()}
+    if args.baseline:
+        sides["baseline off"] = (args.baseline, ["--no-audit"])
+        sides["baseline mutating"] = (args.baseline, ["--audit-sync", "mutating"])
+    servers = {}
+    for name, (kura_bin, extra) in sides.items():
+        kura_harness.KURA_BIN = kura_bin
+        servers[name] = KuraServer(workdir / name.replace(" ", "-"), extra_args=["--log-format", "text", *extra])
     fs = subprocess.run(["df", "-T", str(workdir)], capture_output=True, text=True).stdout.splitlines()[-1].split()
     print(f"machine: {os.cpu_count()} cpus; data directories on {fs[0]} ({fs[1]}); "
           f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; {args.operation}; "
@@ -78,7 +89,7 @@ def main():
                                                  args.connections, args.threads)
                 cpu_us = (kms_load.cpu_seconds(servers[name].process.pid) - cpu) / (rps * args.duration) * 1e6
                 samples[name].append((rps, p50, p99, cpu_us))
-                print(f"run {run + 1} {name:8}: {rps:8.0f} req/s  p50 {p50:5.2f} ms  p99 {p99:5.2f} ms  "
+                print(f"run {run + 1} {name:17}: {rps:8.0f} req/s  p50 {p50:5.2f} ms  p99 {p99:5.2f} ms  "
                       f"server CPU {cpu_us:5.1f} µs/req", flush=True)
         # LookupEvents on the trail the load left (hundreds of MB): the newest page, and a
         # value that forces a scan of the whole trail.
@@ -101,9 +112,9 @@ def main():
 
     failed = False
     for name in sides:
-        if name == "off":
+        if name.endswith("off"):
             continue
-        data_dir = workdir / name
+        data_dir = workdir / name.replace(" ", "-")
         size = sum(p.stat().st_size for p in (data_dir / "audit").iterdir())
         started = time.monotonic()
         verify = subprocess.run([str(kms_load.KURA_RELEASE), "audit", "verify", "--data-dir", str(data_dir)],
@@ -114,12 +125,12 @@ def main():
               f"trail {size / 1e6:.0f} MB")
         failed |= verify.returncode != 0
 
-    off = med("off", 0)
     print(f"\n| audit | req/s (median) | cost | p50 ms | p99 ms | server CPU µs/req | runs req/s |")
     print("|---|---|---|---|---|---|---|")
     for name in sides:
         runs = " / ".join(f"{s[0]:,.0f}" for s in samples[name])
-        cost = "-" if name == "off" else f"{100 * (1 - med(name, 0) / off):.1f}%"
+        off = med("baseline off" if name.startswith("baseline") else "off", 0)
+        cost = "-" if name.endswith("off") else f"{100 * (1 - med(name, 0) / off):.1f}%"
         print(f"| {name} | {med(name, 0):,.0f} | {cost} | {med(name, 1):.2f} | {med(name, 2):.2f} | "
               f"{med(name, 3):.1f} | {runs} |")
     shutil.rmtree(workdir, ignore_errors=True)

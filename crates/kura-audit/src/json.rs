@@ -303,7 +303,8 @@ mod tests {
         // Neighbours of the bytes that need escapes, and multi-byte characters, mixed at
         // random (a fixed sequence): the word test must neither miss nor invent one.
         let alphabet = [
-            '"', '\\', '\u{0}', '\u{1f}', ' ', '!', '#', '[', ']', '\u{7f}', '\u{80}', 'ÿ', '蔵', 'a',
+            '"', '\\', '\u{0}', '\u{1f}', ' ', '!', '#', '[', ']', '\u{7f}', '\u{80}', 'ÿ', '蔵',
+            'a',
         ];
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
