@@ -57,36 +57,17 @@ impl Timestamp {
 
     /// [`Self::iso8601_seconds`] as a `Display`, to write it without allocating.
     pub fn iso8601_seconds_display(self) -> impl fmt::Display {
-        Iso8601Seconds(self.to_datetime())
+        TimeText(self.to_datetime(), TimeForm::Seconds)
     }
 
     /// `2026-11-22T20:54:32.123Z`: the form Query/XML protocols use.
     pub fn iso8601_millis(self) -> String {
-        let dt = self.to_datetime();
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            dt.millisecond()
-        )
+        TimeText(self.to_datetime(), TimeForm::Millis).to_string()
     }
 
     /// `20261122T205432Z`: the SigV4 `X-Amz-Date` form.
     pub fn amz_date(self) -> String {
-        let dt = self.to_datetime();
-        format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second()
-        )
+        TimeText(self.to_datetime(), TimeForm::AmzDate).to_string()
     }
 
     /// Parses the SigV4 `X-Amz-Date` form `YYYYMMDDTHHMMSSZ`.
@@ -168,22 +149,42 @@ impl Clock for ManualClock {
     }
 }
 
-/// A time written as `2026-11-22T20:54:32Z`.
-struct Iso8601Seconds(OffsetDateTime);
+/// The UTC text forms of a time that AWS protocols use.
+#[derive(Clone, Copy, PartialEq)]
+enum TimeForm {
+    /// `20261122T205432Z`
+    AmzDate,
+    /// `2026-11-22T20:54:32Z`
+    Seconds,
+    /// `2026-11-22T20:54:32.123Z`
+    Millis,
+}
 
-impl fmt::Display for Iso8601Seconds {
+/// A time written in one of the [`TimeForm`]s.
+struct TimeText(OffsetDateTime, TimeForm);
+
+impl fmt::Display for TimeText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dt = self.0;
+        let TimeText(dt, form) = *self;
+        let (date_sep, time_sep) = if form == TimeForm::AmzDate {
+            ("", "")
+        } else {
+            ("-", ":")
+        };
         write!(
             f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            "{:04}{date_sep}{:02}{date_sep}{:02}T{:02}{time_sep}{:02}{time_sep}{:02}",
             dt.year(),
             u8::from(dt.month()),
             dt.day(),
             dt.hour(),
             dt.minute(),
             dt.second()
-        )
+        )?;
+        if form == TimeForm::Millis {
+            write!(f, ".{:03}", dt.millisecond())?;
+        }
+        f.write_str("Z")
     }
 }
 
@@ -219,6 +220,10 @@ mod tests {
         let t = Timestamp::parse_iso8601("1970-01-01T00:00:01.5Z");
         assert_eq!(t, Some(Timestamp::from_millis(1500)));
         assert_eq!(Timestamp::from_millis(1500).epoch_seconds(), 1.5);
+        assert_eq!(
+            Timestamp::from_millis(1500).iso8601_millis(),
+            "1970-01-01T00:00:01.500Z"
+        );
     }
 
     #[test]
