@@ -7,7 +7,7 @@ use kura_crypto::SecretBytes;
 use kura_edge::AuditDetails;
 use kura_edge::xml::XmlWriter;
 
-use super::{Call, add_resource, identifier_from, marker, matches_filters, page};
+use super::{Call, add_resource, identifier_from, matches_filters, render_page};
 use crate::Rds;
 use crate::error::{RdsError, RdsResult};
 use crate::lifecycle::Unit;
@@ -143,15 +143,13 @@ impl Call<'_> {
         if let (Some(id), true) = (&wanted, clusters.is_empty()) {
             return Err(RdsError::ClusterNotFound(id.clone()));
         }
-        let (clusters, next) = page(p, clusters, |c| c.id.clone())?;
-        let mut w = XmlWriter::new();
-        w.element("DBClusters", |w| {
-            for cluster in &clusters {
-                self.rds.render_cluster(w, cluster);
-            }
-        });
-        marker(&mut w, next.as_deref());
-        Ok(w.finish())
+        render_page(
+            p,
+            clusters,
+            |c| c.id.clone(),
+            "DBClusters",
+            |w, cluster| self.rds.render_cluster(w, cluster),
+        )
     }
 
     pub async fn modify_db_cluster(

@@ -8,7 +8,7 @@ use kura_edge::AuditDetails;
 use kura_edge::xml::XmlWriter;
 
 use super::clusters::spawn_provision;
-use super::{Call, add_resource, identifier_from, marker, matches_filters, page};
+use super::{Call, add_resource, identifier_from, matches_filters, render_page};
 use crate::Rds;
 use crate::error::{RdsError, RdsResult};
 use crate::lifecycle::Unit;
@@ -296,15 +296,13 @@ impl Call<'_> {
         if let (Some(id), true) = (&wanted, instances.is_empty()) {
             return Err(RdsError::InstanceNotFound(id.clone()));
         }
-        let (instances, next) = page(p, instances, |i| i.id.clone())?;
-        let mut w = XmlWriter::new();
-        w.element("DBInstances", |w| {
-            for instance in &instances {
-                self.rds.render_instance(w, instance);
-            }
-        });
-        marker(&mut w, next.as_deref());
-        Ok(w.finish())
+        render_page(
+            p,
+            instances,
+            |i| i.id.clone(),
+            "DBInstances",
+            |w, instance| self.rds.render_instance(w, instance),
+        )
     }
 
     pub async fn modify_db_instance(

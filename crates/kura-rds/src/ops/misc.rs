@@ -3,7 +3,7 @@
 
 use kura_edge::xml::XmlWriter;
 
-use super::{Call, marker, page};
+use super::{Call, render_page};
 use crate::error::{RdsError, RdsResult};
 use crate::params::Params;
 use crate::render;
@@ -123,14 +123,12 @@ impl Call<'_> {
             .filter(|e| source_type.is_none_or(|t| t == e.source_type))
             .filter(|e| e.date >= since)
             .collect();
-        let (events, next) = page(p, events, |e| format!("{:020}", e.date.millis()))?;
-        let mut w = XmlWriter::new();
-        w.element("Events", |w| {
-            for event in &events {
-                render::event(w, event);
-            }
-        });
-        marker(&mut w, next.as_deref());
-        Ok(w.finish())
+        render_page(
+            p,
+            events,
+            |e| format!("{:020}", e.date.millis()),
+            "Events",
+            render::event,
+        )
     }
 }

@@ -142,6 +142,26 @@ pub(crate) fn page<T>(
     Ok((remaining, marker))
 }
 
+/// A Describe call's result: one [`page`] of `items` (in `key` order), each rendered
+/// inside the `list` element, then the `Marker` of the next page if there is one.
+pub(crate) fn render_page<T>(
+    p: &Params<'_>,
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    list: &str,
+    render: impl Fn(&mut XmlWriter, &T),
+) -> RdsResult<String> {
+    let (items, next) = page(p, items, key)?;
+    let mut w = XmlWriter::new();
+    w.element(list, |w| {
+        for item in &items {
+            render(w, item);
+        }
+    });
+    marker(&mut w, next.as_deref());
+    Ok(w.finish())
+}
+
 pub(crate) fn marker(w: &mut XmlWriter, marker: Option<&str>) {
     w.optional_leaf("Marker", marker);
 }
@@ -179,4 +199,74 @@ pub(crate) fn matches_filters(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> QueryParams {
+        QueryParams(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    fn describe(pairs: &[(&str, &str)], items: &[&str]) -> RdsResult<String> {
+        let q = query(pairs);
+        render_page(
+            &Params(&q),
+            items.to_vec(),
+            |item| (*item).to_owned(),
+            "Items",
+            |w, item| {
+                w.leaf("Item", item);
+            },
+        )
+    }
+
+    #[test]
+    fn pages_follow_the_marker_until_the_last() {
+        let names: Vec<String> = (0..45).map(|i| format!("db-{i:02}")).collect();
+        let items: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut seen = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut pairs = vec![("MaxRecords", "20")];
+            if let Some(m) = &marker {
+                pairs.push(("Marker", m));
+            }
+            let xml = describe(&pairs, &items).expect("a valid page");
+            let page: Vec<String> = xml
+                .split("<Item>")
+                .skip(1)
+                .filter_map(|rest| rest.split_once("</Item>").map(|(v, _)| v.to_owned()))
+                .collect();
+            assert!(page.len() <= 20, "{xml}");
+            seen.extend(page);
+            marker = xml
+                .split_once("<Marker>")
+                .and_then(|(_, rest)| rest.split_once("</Marker>"))
+                .map(|(m, _)| m.to_owned());
+            if marker.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, names);
+    }
+
+    #[test]
+    fn max_records_outside_20_to_100_is_refused() {
+        for bad in ["19", "101", "x"] {
+            assert!(describe(&[("MaxRecords", bad)], &["a"]).is_err(), "{bad}");
+        }
+        let all = describe(&[], &["a", "b"]).expect("default page");
+        assert!(
+            all.contains("<Items><Item>a</Item><Item>b</Item></Items>"),
+            "{all}"
+        );
+        assert!(!all.contains("<Marker>"), "{all}");
+    }
 }

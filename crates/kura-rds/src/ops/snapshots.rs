@@ -13,7 +13,7 @@ use kura_crypto::SecretBytes;
 use kura_edge::AuditDetails;
 use kura_edge::xml::XmlWriter;
 
-use super::{Call, add_resource, marker, matches_filters, page};
+use super::{Call, add_resource, matches_filters, render_page};
 use crate::Rds;
 use crate::chunks::Persist;
 use crate::error::{RdsError, RdsResult};
@@ -198,15 +198,13 @@ impl Call<'_> {
         if let (Some(id), true) = (wanted, shown.is_empty()) {
             return Err(RdsError::SnapshotNotFound(kind, id.to_owned()));
         }
-        let (shown, next) = page(p, shown, SnapshotRecord::arn)?;
-        let mut w = XmlWriter::new();
-        w.element(&format!("{}s", kind.element()), |w| {
-            for snapshot in &shown {
-                render::snapshot(w, snapshot);
-            }
-        });
-        marker(&mut w, next.as_deref());
-        Ok(w.finish())
+        render_page(
+            p,
+            shown,
+            SnapshotRecord::arn,
+            &format!("{}s", kind.element()),
+            render::snapshot,
+        )
     }
 
     pub async fn delete_snapshot(
