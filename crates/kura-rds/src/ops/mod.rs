@@ -203,6 +203,7 @@ pub(crate) fn matches_filters(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
     use super::*;
 
     fn query(pairs: &[(&str, &str)]) -> QueryParams {
