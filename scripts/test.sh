@@ -10,6 +10,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "the fuzz targets still compile (fuzz/ is its own workspace; running them needs nightly)"
+cargo check --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check
 step "build the binary for the integration tests"
 cargo build --locked -p kura
 step "unit tests, and the AWS SDK for Rust against the real binary"
