@@ -55,6 +55,17 @@ pub trait QueryService: Send + Sync + 'static {
 pub struct QueryParams(pub Vec<(String, String)>);
 
 impl QueryParams {
+    /// Parameters from name/value pairs, in their order (tests and tools build requests
+    /// this way; the edge decodes them from the request).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        )
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()

@@ -328,15 +328,6 @@ fn insert(node: &mut Value, path: &[&str], leaf: Value) {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> QueryParams {
-        QueryParams(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-    }
-
     #[test]
     fn paging_walks_every_item_once() {
         let items: Vec<(String, usize)> = (0..7).map(|i| (format!("k{i}"), i)).collect();
@@ -361,7 +352,7 @@ mod tests {
 
     #[test]
     fn audit_parameters_are_lower_camel_with_arrays() {
-        let p = params(&[
+        let p = QueryParams::from_pairs(&[
             ("Action", "CreateUser"),
             ("Version", "2010-05-08"),
             ("UserName", "alice"),
@@ -374,12 +365,14 @@ mod tests {
             value,
             serde_json::json!({"userName": "alice", "tags": [{"key": "team", "value": "blue"}], "maxItems": 5})
         );
-        assert!(audit_parameters(&params(&[("Action", "ListUsers")]), &[]).is_none());
+        assert!(
+            audit_parameters(&QueryParams::from_pairs(&[("Action", "ListUsers")]), &[]).is_none()
+        );
     }
 
     #[test]
     fn tags_and_lists() {
-        let p = params(&[
+        let p = QueryParams::from_pairs(&[
             ("Tags.member.2.Key", "b"),
             ("Tags.member.2.Value", "2"),
             ("Tags.member.1.Key", "a"),
@@ -392,7 +385,7 @@ mod tests {
             ["a", "b"]
         );
         assert!(p.has("Tags") && !p.has("Tag"));
-        let duplicate = params(&[
+        let duplicate = QueryParams::from_pairs(&[
             ("Tags.member.1.Key", "a"),
             ("Tags.member.1.Value", "1"),
             ("Tags.member.2.Key", "A"),

@@ -71,13 +71,9 @@ fn ctx(caller: &Arc<Caller>, time: Timestamp) -> RequestContext {
 }
 
 fn params(action: &str, pairs: &[(&str, &str)]) -> QueryParams {
-    let mut all = vec![("Action".to_owned(), action.to_owned())];
-    all.extend(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    QueryParams(all)
+    let mut all = vec![("Action", action)];
+    all.extend_from_slice(pairs);
+    QueryParams::from_pairs(&all)
 }
 
 fn iam_call(

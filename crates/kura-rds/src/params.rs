@@ -130,18 +130,9 @@ impl Params<'_> {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> QueryParams {
-        QueryParams(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-    }
-
     #[test]
     fn reads_lists_tags_and_filters_in_both_member_forms() {
-        let q = params(&[
+        let q = QueryParams::from_pairs(&[
             ("ValuesToAdd.AttributeValue.2", "b"),
             ("ValuesToAdd.member.1", "a"),
             ("Tags.Tag.1.Key", "env"),

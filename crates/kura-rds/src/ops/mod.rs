@@ -158,12 +158,8 @@ pub(crate) fn render_page<T>(
             render(w, item);
         }
     });
-    marker(&mut w, next.as_deref());
+    w.optional_leaf("Marker", next.as_deref());
     Ok(w.finish())
-}
-
-pub(crate) fn marker(w: &mut XmlWriter, marker: Option<&str>) {
-    w.optional_leaf("Marker", marker);
 }
 
 /// Parameters as CloudTrail shows them: the request's members, without secrets.
@@ -206,17 +202,8 @@ mod tests {
     #![allow(clippy::expect_used)]
     use super::*;
 
-    fn query(pairs: &[(&str, &str)]) -> QueryParams {
-        QueryParams(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-    }
-
     fn describe(pairs: &[(&str, &str)], items: &[&str]) -> RdsResult<String> {
-        let q = query(pairs);
+        let q = QueryParams::from_pairs(pairs);
         render_page(
             &Params(&q),
             items.to_vec(),
